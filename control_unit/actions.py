@@ -1,0 +1,49 @@
+"""Actions that change control-unit data. Each owns its transaction.
+
+State changes are conditional updates: the row moves only from a state that the
+transition table allows, so a redelivered task and a live one cannot both win.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from control_unit.models import NodeTestRun
+from control_unit.models import NodeTestRunState as S
+from control_unit.transitions import InvalidTransition, sources_of
+from node_runner.limits import NodeLimits
+
+
+@transaction.atomic
+def do_start_node_test_run(
+    *, code: str, inputs: dict[str, Any], limits: dict[str, Any] | None = None, label: str = "", user: Any = None
+) -> NodeTestRun:
+    NodeLimits.from_overrides(limits)  # refuse bad limits before anything is stored
+    test_run = NodeTestRun.objects.create(
+        code=code, inputs=inputs, limits=limits or {}, label=label, created_by=user
+    )
+    from node_runner.tasks import run_node_test
+
+    transaction.on_commit(lambda: run_node_test.delay(str(test_run.id)))
+    return test_run
+
+
+def do_claim_node_test_run(test_run_id: str, worker: str) -> bool:
+    """Move a queued test run to running; False if someone else already has it."""
+    claimed = NodeTestRun.objects.filter(id=test_run_id, state__in=sources_of(S.RUNNING)).update(
+        state=S.RUNNING, worker=worker, started_at=timezone.now()
+    )
+    return claimed == 1
+
+
+def do_finish_node_test_run(test_run_id: str, *, result: dict[str, Any]) -> None:
+    target = S.FAILED if result.get("error") else S.SUCCEEDED
+    updated = NodeTestRun.objects.filter(id=test_run_id, state__in=sources_of(target)).update(
+        state=target, finished_at=timezone.now(), **result
+    )
+    if updated != 1:
+        current = NodeTestRun.objects.filter(id=test_run_id).values_list("state", flat=True).first()
+        raise InvalidTransition(f"node test run {test_run_id}", str(current), target)

@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class ControlUnitConfig(AppConfig):
+    name = "control_unit"

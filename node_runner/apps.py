@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class NodeRunnerConfig(AppConfig):
+    name = "node_runner"

@@ -1,0 +1,69 @@
+"""How an NPU container is created: every hardening option in one place.
+
+The result is the keyword arguments of ``docker.containers.create``; it is pure so
+that a unit test can read every option, and the integration tests check from
+inside a node that the kernel really applied them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docker.types import LogConfig, Ulimit
+
+from node_runner.limits import NodeLimits
+
+NPU_UID = 10001
+ROLE_LABEL = "flowkit.role"
+ROLE_NPU = "npu"
+# Largest file a node may write (in /tmp, the only writable place): the tmpfs size
+# caps the total, this caps each file so a single write fails early and clearly.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+MAX_OPEN_FILES = 256
+
+
+def npu_container_options(
+    *,
+    image: str,
+    limits: NodeLimits,
+    labels: dict[str, str],
+    runtime: str,
+    network_name: str,
+) -> dict[str, Any]:
+    memory = f"{limits.memory_mb}m"
+    return {
+        "image": image,
+        "labels": {ROLE_LABEL: ROLE_NPU, **labels},
+        # The job travels on stdin; nothing else carries data into the container.
+        # (docker-py sets StdinOnce when stdin_open is combined with detach=False,
+        # so stdin closes when the runner half-closes the attach socket.)
+        "stdin_open": True,
+        "detach": False,
+        "tty": False,
+        "environment": {},
+        "user": f"{NPU_UID}:{NPU_UID}",
+        "cap_drop": ["ALL"],
+        # Docker's default seccomp profile applies because we never override it.
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": False,
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_mb}m,mode=1777"},
+        "network_mode": network_name if limits.network else "none",
+        "mem_limit": memory,
+        # Equal to mem_limit: no swap, so a memory bomb meets the OOM killer at once.
+        "memswap_limit": memory,
+        "nano_cpus": int(limits.cpus * 1_000_000_000),
+        "pids_limit": limits.pids,
+        "ulimits": [
+            Ulimit(name="fsize", soft=MAX_FILE_BYTES, hard=MAX_FILE_BYTES),
+            Ulimit(name="nofile", soft=MAX_OPEN_FILES, hard=MAX_OPEN_FILES),
+            Ulimit(name="core", soft=0, hard=0),
+        ],
+        "ipc_mode": "private",
+        "hostname": "npu",
+        # Frames may carry node outputs (and so secrets); never write them to a host log.
+        "log_config": LogConfig(type=LogConfig.types.NONE),
+        "runtime": runtime,
+        "volumes": {},
+        "mounts": [],
+    }

@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class SecretManagerConfig(AppConfig):
+    name = "secret_manager"

@@ -1,0 +1,18 @@
+"""Settings for the test suite: production settings, with the environment pinned.
+
+Set before web_ui.settings is imported, so the Celery worker process that the
+integration tests start (it inherits this environment) sees the same values.
+"""
+
+import os
+
+# Never pick up a developer's ~/.flowkit/flowkit.env.
+os.environ["FLOWKIT_ENV_FILE"] = ""
+os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-never-used-in-production-0123456789")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/flowkit")
+# One queue per pytest process, so parallel test processes never take each other's jobs.
+os.environ.setdefault(
+    "FLOWKIT_CELERY_QUEUE", f"flowkit-test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{os.getpid()}"
+)
+
+from web_ui.settings import *  # noqa: E402, F403

@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class TraceMonitorConfig(AppConfig):
+    name = "trace_monitor"

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class WebUiConfig(AppConfig):
+    name = "web_ui"
+    verbose_name = "FlowKit web UI"

@@ -1,0 +1,55 @@
+"""``flowkit``: the command line of a FlowKit installation.
+
+It runs on a host of the installation and talks to the same database, broker and
+Docker engine as the server (settings come from the environment or
+~/.flowkit/flowkit.env, exactly as for the server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+def _setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "web_ui.settings")
+    import django
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        django.setup()
+    except ImproperlyConfigured as exc:
+        errors.print(f"[red]configuration error:[/red] {exc}")
+        raise SystemExit(2) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from web_ui.cli import admin_commands, node_commands, npu_commands
+
+    parser = argparse.ArgumentParser(prog="flowkit", description="FlowKit command line")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (node_commands, npu_commands, admin_commands):
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_django()
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

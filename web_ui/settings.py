@@ -1,0 +1,176 @@
+"""FlowKit settings, read from typed environment variables.
+
+Values come from the process environment; the bring-up script (``make up``) also
+writes them to ``$FLOWKIT_HOME/flowkit.env`` (default ``~/.flowkit/flowkit.env``),
+which is loaded here without overriding anything already set. Every variable is
+listed in ``deploy/.env.example``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
+
+from web_ui.env import env_bool, env_choice, env_float, env_int, env_list, env_secret, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+FLOWKIT_HOME = Path(os.environ.get("FLOWKIT_HOME", Path.home() / ".flowkit"))
+_env_file = os.environ.get("FLOWKIT_ENV_FILE", str(FLOWKIT_HOME / "flowkit.env"))
+if _env_file and Path(_env_file).is_file():
+    load_dotenv(_env_file, override=False)
+
+DEBUG = env_bool("DEBUG", False)
+
+_secret_key = env_secret("SECRET_KEY")
+if not _secret_key:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set SECRET_KEY (or SECRET_KEY_FILE) to a long random "
+            "string; `make up` writes one to ~/.flowkit/flowkit.env. Only DEBUG=true runs without it."
+        )
+    _secret_key = "insecure-debug-only-key-" + "x" * 32  # noqa: S105 - DEBUG only
+SECRET_KEY = _secret_key
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "web_ui",
+    "control_unit",
+    "node_runner",
+    "secret_manager",
+    "trace_monitor",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "web_ui.urls"
+ASGI_APPLICATION = "web_ui.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/flowkit")
+if not DATABASE_URL.startswith(("postgres://", "postgresql://")):
+    raise ImproperlyConfigured(f"DATABASE_URL must be a postgres:// URL, got {DATABASE_URL.split('@')[-1]!r}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(f"REDIS_URL must be a redis:// or rediss:// URL, got {REDIS_URL!r}")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
+    }
+}
+
+# Celery: JSON only (never pickle: task arguments must not be able to become code),
+# acknowledged after the task finishes so a worker crash redelivers it.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+FLOWKIT_CELERY_QUEUE = env_str("FLOWKIT_CELERY_QUEUE", "flowkit")
+CELERY_TASK_DEFAULT_QUEUE = FLOWKIT_CELERY_QUEUE
+# A task must outlive its longest node before Redis hands it to another worker.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("FLOWKIT_CELERY_VISIBILITY_TIMEOUT_S", 4 * 3600, minimum=60)
+}
+
+# The NPU: image, runtime, and the limits a node gets unless it asks for others.
+FLOWKIT_NPU_IMAGE = env_str("FLOWKIT_NPU_IMAGE", "flowkit/npu:latest")
+FLOWKIT_NPU_RUNTIME = env_choice("FLOWKIT_NPU_RUNTIME", "runc", ("runc", "runsc"))
+FLOWKIT_NPU_NETWORK = env_str("FLOWKIT_NPU_NETWORK", "flowkit-npu")
+FLOWKIT_NPU_TIMEOUT_S = env_float("FLOWKIT_NPU_TIMEOUT_S", 60.0, minimum=0.1, maximum=24 * 3600)
+FLOWKIT_NPU_MEMORY_MB = env_int("FLOWKIT_NPU_MEMORY_MB", 256, minimum=16, maximum=64 * 1024)
+FLOWKIT_NPU_CPUS = env_float("FLOWKIT_NPU_CPUS", 1.0, minimum=0.01, maximum=64)
+FLOWKIT_NPU_PIDS = env_int("FLOWKIT_NPU_PIDS", 64, minimum=4, maximum=4096)
+FLOWKIT_NPU_TMPFS_MB = env_int("FLOWKIT_NPU_TMPFS_MB", 64, minimum=1, maximum=4096)
+FLOWKIT_NPU_MAX_OUTPUT_BYTES = env_int("FLOWKIT_NPU_MAX_OUTPUT_BYTES", 8 * 1024 * 1024, minimum=1024)
+FLOWKIT_NPU_MAX_LOG_LINES = env_int("FLOWKIT_NPU_MAX_LOG_LINES", 5000, minimum=10)
+FLOWKIT_NPU_MAX_LOG_BYTES = env_int("FLOWKIT_NPU_MAX_LOG_BYTES", 2 * 1024 * 1024, minimum=1024)
+FLOWKIT_NPU_MAX_LOG_LINE_BYTES = env_int("FLOWKIT_NPU_MAX_LOG_LINE_BYTES", 16 * 1024, minimum=80)
+FLOWKIT_NPU_FLOOD_BYTES = env_int("FLOWKIT_NPU_FLOOD_BYTES", 32 * 1024 * 1024, minimum=1024)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("FLOWKIT_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # the front end reads it to send X-CSRFToken
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if env_bool("FLOWKIT_HTTPS", False):
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("FLOWKIT_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("FLOWKIT_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("FLOWKIT_LOG_LEVEL", "INFO")},
+}

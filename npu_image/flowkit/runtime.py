@@ -109,6 +109,8 @@ def _detach_stdin() -> None:
 
 
 def _stop_flood(channel: Channel, budget: LogBudget) -> None:
+    if budget.dropped_lines:
+        channel.emit({"type": "log_dropped", "lines": budget.dropped_lines, "bytes": budget.dropped_bytes})
     channel.emit(
         {
             "type": "error",

@@ -1,0 +1,16 @@
+.PHONY: up down test lint
+
+# Bring up the whole system on this machine: Python env, PostgreSQL, Redis, Docker
+# engine, NPU image, migrations, worker, web, first admin account.
+up:
+	bash deploy/bootstrap/up.sh
+
+down:
+	bash deploy/bootstrap/down.sh
+
+# The full test suite.
+test:
+	bash deploy/bootstrap/test.sh $(ARGS)
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/mypy .

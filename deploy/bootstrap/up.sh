@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# `make up`: bring up the whole of FlowKit on this machine, then print the URL and
+# the admin credentials. Safe to run again: it restarts the web process and worker.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+PORT=${FLOWKIT_PORT:-8000}
+BIND=${FLOWKIT_BIND:-127.0.0.1}
+WORKER_CONCURRENCY=${FLOWKIT_WORKER_CONCURRENCY:-2}
+RUN_DIR=$FLOWKIT_HOME/run
+LOG_DIR=$FLOWKIT_HOME/log
+
+ensure_env_file() {
+  mkdir -p "$FLOWKIT_HOME" "$RUN_DIR" "$LOG_DIR"
+  chmod 700 "$FLOWKIT_HOME"
+  local env_file=$FLOWKIT_HOME/flowkit.env
+  if [ ! -f "$env_file" ]; then
+    say "writing $env_file (a new SECRET_KEY; keep this file private)"
+    umask 077
+    {
+      echo "# Written by make up; see deploy/.env.example for every variable."
+      echo "SECRET_KEY=$(head -c 48 /dev/urandom | base64 | tr -d '/+=\n')"
+      echo "DEBUG=false"
+      echo "ALLOWED_HOSTS=localhost,127.0.0.1,[::1]"
+    } >"$env_file"
+  fi
+}
+
+stop_process() { # $1: name
+  local pid_file=$RUN_DIR/$1.pid pid
+  [ -f "$pid_file" ] || return 0
+  pid=$(cat "$pid_file")
+  if kill -0 "$pid" 2>/dev/null; then
+    say "stopping $1 (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pid_file"
+}
+
+start_process() { # $1: name, rest: command
+  local name=$1; shift
+  say "starting $name (log: $LOG_DIR/$name.log)"
+  nohup setsid "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN_DIR/$name.pid"
+}
+
+ensure_env_file
+ensure_python_env ""
+ensure_postgres
+ensure_redis
+ensure_docker
+ensure_npu_image
+
+say "migrating the database"
+"$VENV/bin/python" "$REPO/manage.py" migrate --noinput -v0
+"$VENV/bin/python" "$REPO/manage.py" collectstatic --noinput -v0
+
+stop_process web
+stop_process worker
+# One host, no worker alive now: any NPU still around is an orphan.
+"$VENV/bin/flowkit" npu reap --all >/dev/null
+
+cd "$REPO"
+start_process worker "$VENV/bin/celery" -A node_runner worker --queues "${FLOWKIT_CELERY_QUEUE:-flowkit}" \
+  --concurrency "$WORKER_CONCURRENCY" --hostname "worker@%h" --loglevel INFO
+start_process web "$VENV/bin/daphne" -b "$BIND" -p "$PORT" web_ui.asgi:application
+
+URL="http://$BIND:$PORT/"
+say "waiting for $URL healthz"
+for _ in $(seq 60); do
+  if curl -fsS "${URL}healthz" >/dev/null 2>&1; then break; fi
+  sleep 1
+done
+curl -fsS "${URL}healthz" >/dev/null 2>&1 || {
+  curl -sS "${URL}healthz" || true
+  die "FlowKit did not become healthy; see $LOG_DIR/web.log and $LOG_DIR/worker.log"
+}
+
+"$VENV/bin/flowkit" admin init
+echo
+say "FlowKit is up: $URL"
+echo "    stop it with: make down"

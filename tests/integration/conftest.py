@@ -1,0 +1,122 @@
+"""Real parts for integration tests: a Celery worker process on the test database,
+the Docker engine, and helpers that send nodes through them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from control_unit.actions import do_start_node_test_run
+from control_unit.models import NodeTestRun
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER_START_TIMEOUT_S = 60
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    name: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def database_url_for_processes() -> str:
+    """The URL of the database pytest-django created, for processes we start."""
+    db = connection.settings_dict
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def server_environment() -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url_for_processes(),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": str(REPO),
+    }
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    from node_runner.celery import app
+
+    queue = settings.FLOWKIT_CELERY_QUEUE
+    name = f"{queue}@{socket.gethostname()}"
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "node_runner", "worker", "--queues", queue,
+             "--concurrency", "2", "--hostname", name, "--loglevel", "INFO",
+             "--without-mingle", "--without-gossip"],
+            cwd=REPO, env=server_environment(), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    worker = WorkerProcess(process, name, log_path)
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    while not app.control.ping(destination=[name], timeout=0.5):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the Celery worker did not start:\n{worker.log()[-3000:]}")
+    yield worker
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture
+def docker_engine() -> docker.DockerClient:
+    return docker.from_env()
+
+
+@pytest.fixture
+def run_node(celery_worker: WorkerProcess, transactional_db: None) -> Any:
+    """Send node code through the worker into an NPU and wait for its test run."""
+
+    def run(code: str, inputs: dict[str, Any] | None = None, wait_s: float = 90, **limits: Any) -> NodeTestRun:
+        test_run = do_start_node_test_run(code=code, inputs=inputs or {}, limits=limits, label="probe")
+        deadline = time.monotonic() + wait_s
+        while not test_run.is_finished:
+            assert celery_worker.process.poll() is None, f"the worker died:\n{celery_worker.log()[-3000:]}"
+            assert time.monotonic() < deadline, f"node test run {test_run.id} did not finish ({test_run.state})"
+            time.sleep(0.05)
+            test_run.refresh_from_db()
+        return test_run
+
+    return run
+
+
+def node_code(body: str) -> str:
+    """A node whose main runs ``body`` (which sets ``value``) and returns it as output ``value``."""
+    indented = "\n".join("    " + line for line in body.strip().splitlines())
+    return (
+        "from flowkit.node import Node\n"
+        "node = Node()\n"
+        "def main():\n"
+        f"{indented}\n"
+        "    return [], {'value': value}, 'probed'\n"
+        "node.register_main(main)\n"
+        "node.run()\n"
+    )

@@ -19,7 +19,12 @@ from node_runner.limits import NodeLimits
 
 @transaction.atomic
 def do_start_node_test_run(
-    *, code: str, inputs: dict[str, Any], limits: dict[str, Any] | None = None, label: str = "", user: Any = None
+    *,
+    code: str,
+    inputs: dict[str, Any],
+    limits: dict[str, Any] | None = None,
+    label: str = "",
+    user: Any = None,
 ) -> NodeTestRun:
     NodeLimits.from_overrides(limits)  # refuse bad limits before anything is stored
     test_run = NodeTestRun.objects.create(

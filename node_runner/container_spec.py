@@ -47,7 +47,7 @@ def npu_container_options(
         "security_opt": ["no-new-privileges:true"],
         "privileged": False,
         "read_only": True,
-        "tmpfs": {"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_mb}m,mode=1777"},
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_mb}m,mode=1777"},  # noqa: S108 - inside the NPU
         "network_mode": network_name if limits.network else "none",
         "mem_limit": memory,
         # Equal to mem_limit: no swap, so a memory bomb meets the OOM killer at once.

@@ -7,6 +7,7 @@ other end.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -196,7 +197,7 @@ def _account_for_exit(container: Any, limits: NodeLimits, outcome: NpuOutcome) -
         outcome.exit_code = int(container.wait(timeout=10).get("StatusCode", -1))
         container.reload()
         oom_killed = bool(container.attrs["State"].get("OOMKilled"))
-    except Exception:  # noqa: BLE001 - an engine hiccup here must not hide the node's answer
+    except Exception:
         log.warning("could not read the exit state of NPU %s", container.id[:12], exc_info=True)
         return
     if oom_killed and (outcome.error is None or outcome.error.error_type == "NpuCrashed"):
@@ -209,10 +210,9 @@ def _account_for_exit(container: Any, limits: NodeLimits, outcome: NpuOutcome) -
 
 
 def _kill(container: Any) -> None:
-    try:
+    # Already gone is fine: the removal that follows is what matters.
+    with contextlib.suppress(docker.errors.DockerException):
         container.kill()
-    except docker.errors.DockerException:
-        pass  # already gone; removal below is what matters
 
 
 def _remove(container: Any) -> None:

@@ -108,7 +108,9 @@ def _has_image(name: str) -> bool:
 
 def _debootstrap_base(say: Say) -> None:
     if shutil.which("debootstrap") is None:
-        raise NpuImageError("no registry can be pulled and debootstrap is missing: apt-get install debootstrap")
+        raise NpuImageError(
+            "no registry can be pulled and debootstrap is missing: apt-get install debootstrap"
+        )
     if os.geteuid() != 0:
         raise NpuImageError("building the Debian base with debootstrap needs root")
     mirror = os.environ.get("FLOWKIT_DEBIAN_MIRROR", "http://deb.debian.org/debian")

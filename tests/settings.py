@@ -15,4 +15,4 @@ os.environ.setdefault(
     "FLOWKIT_CELERY_QUEUE", f"flowkit-test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{os.getpid()}"
 )
 
-from web_ui.settings import *  # noqa: E402, F403
+from web_ui.settings import *  # noqa: F403

@@ -45,7 +45,10 @@ def check_workers() -> dict[str, Any]:
 
     replies = app.control.ping(timeout=1.0) or []
     names = sorted(name for reply in replies for name in reply)
-    return {"ok": bool(names), "detail": f"{len(names)} worker(s) answering" + (f": {', '.join(names)}" if names else "")}
+    return {
+        "ok": bool(names),
+        "detail": f"{len(names)} worker(s) answering" + (f": {', '.join(names)}" if names else ""),
+    }
 
 
 CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -61,7 +64,10 @@ def _safe(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     try:
         return check()
     except Exception as exc:  # noqa: BLE001 - a failing dependency is a result, not a crash
-        return {"ok": False, "detail": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
+        return {
+            "ok": False,
+            "detail": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+        }
 
 
 def run_checks() -> dict[str, dict[str, Any]]:
@@ -81,4 +87,6 @@ def run_checks() -> dict[str, dict[str, Any]]:
 def healthz(request: HttpRequest) -> JsonResponse:
     checks = run_checks()
     healthy = all(check["ok"] for check in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "unhealthy", "checks": checks}, status=200 if healthy else 503)
+    return JsonResponse(
+        {"status": "ok" if healthy else "unhealthy", "checks": checks}, status=200 if healthy else 503
+    )

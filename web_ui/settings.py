@@ -33,7 +33,7 @@ if not _secret_key:
             "SECRET_KEY is not set. Set SECRET_KEY (or SECRET_KEY_FILE) to a long random "
             "string; `make up` writes one to ~/.flowkit/flowkit.env. Only DEBUG=true runs without it."
         )
-    _secret_key = "insecure-debug-only-key-" + "x" * 32  # noqa: S105 - DEBUG only
+    _secret_key = "insecure-debug-only-key-" + "x" * 32
 SECRET_KEY = _secret_key
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])

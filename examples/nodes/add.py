@@ -1,5 +1,5 @@
-from flowkit.node import Node
 from flowkit.log import Logger
+from flowkit.node import Node
 
 node = Node()
 logger = Logger(node)

@@ -7,6 +7,7 @@ replacement characters instead of breaking the protocol.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -39,10 +40,8 @@ class OutputCapture:
 
     def stop(self, grace_s: float = 2.0) -> None:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 stream.flush()
-            except (OSError, ValueError):
-                pass
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
@@ -85,7 +84,7 @@ class OutputCapture:
     def _emit(self, stream: str, line: bytes, truncated: bool) -> None:
         if not self._budget.admit(len(line)):
             return
-        event = {
+        event: dict[str, object] = {
             "type": "log",
             "level": _LEVELS[stream],
             "stream": stream,

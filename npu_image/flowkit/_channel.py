@@ -50,7 +50,6 @@ def install(channel: Channel) -> None:
 def current() -> Channel:
     if _channel is None:
         raise RuntimeError(
-            "flowkit.node only works inside a FlowKit NPU; use `flowkit node run FILE.py` "
-            "to run a node file"
+            "flowkit.node only works inside a FlowKit NPU; use `flowkit node run FILE.py` to run a node file"
         )
     return _channel

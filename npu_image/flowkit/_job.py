@@ -32,7 +32,6 @@ def install(job: Job) -> None:
 def current() -> Job:
     if _job is None:
         raise RuntimeError(
-            "flowkit.node only works inside a FlowKit NPU; use `flowkit node run FILE.py` "
-            "to run a node file"
+            "flowkit.node only works inside a FlowKit NPU; use `flowkit node run FILE.py` to run a node file"
         )
     return _job

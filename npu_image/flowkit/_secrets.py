@@ -38,5 +38,6 @@ class _Substitute(ast.NodeTransformer):
         return node
 
 
-def substitute_secrets(tree: ast.AST, secrets: dict[str, str]) -> ast.AST:
-    return _Substitute(secrets).visit(tree)
+def substitute_secrets(tree: ast.Module, secrets: dict[str, str]) -> ast.Module:
+    _Substitute(secrets).visit(tree)
+    return tree

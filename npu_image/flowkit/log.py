@@ -16,8 +16,9 @@ class _Logged:
 
     __slots__ = ()
 
-    def __await__(self) -> Generator[Any, None, None]:
-        return iter(())
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # makes this a generator that finishes at once
 
 
 _LOGGED = _Logged()

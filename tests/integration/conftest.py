@@ -95,12 +95,16 @@ def docker_engine() -> docker.DockerClient:
 def run_node(celery_worker: WorkerProcess, transactional_db: None) -> Any:
     """Send node code through the worker into an NPU and wait for its test run."""
 
-    def run(code: str, inputs: dict[str, Any] | None = None, wait_s: float = 90, **limits: Any) -> NodeTestRun:
+    def run(
+        code: str, inputs: dict[str, Any] | None = None, wait_s: float = 90, **limits: Any
+    ) -> NodeTestRun:
         test_run = do_start_node_test_run(code=code, inputs=inputs or {}, limits=limits, label="probe")
         deadline = time.monotonic() + wait_s
         while not test_run.is_finished:
             assert celery_worker.process.poll() is None, f"the worker died:\n{celery_worker.log()[-3000:]}"
-            assert time.monotonic() < deadline, f"node test run {test_run.id} did not finish ({test_run.state})"
+            assert time.monotonic() < deadline, (
+                f"node test run {test_run.id} did not finish ({test_run.state})"
+            )
             time.sleep(0.05)
             test_run.refresh_from_db()
         return test_run

@@ -3,9 +3,11 @@ worker keeps serving."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.integration.conftest import node_code
 
-ADD = open("examples/nodes/add.py").read()
+ADD = (Path(__file__).resolve().parents[2] / "examples/nodes/add.py").read_text()
 
 
 def npu_containers_of(docker_engine, test_run):
@@ -21,8 +23,12 @@ def test_busy_loop_is_killed_at_its_timeout_and_its_container_removed(run_node, 
 
 
 def test_printing_100_mb_ends_with_an_output_flood_error(run_node, docker_engine):
-    test_run = run_node(node_code("import sys\nchunk = 'y' * 1023 + '\\n'\nfor _ in range(100 * 1024):\n"
-                                  "    sys.stdout.write(chunk)\nvalue = 'done'"))
+    test_run = run_node(
+        node_code(
+            "import sys\nchunk = 'y' * 1023 + '\\n'\nfor _ in range(100 * 1024):\n"
+            "    sys.stdout.write(chunk)\nvalue = 'done'"
+        )
+    )
     assert test_run.state == "failed"
     assert test_run.error["error_type"] == "OutputFlood"
     assert "stdout/stderr" in test_run.error["message"]

@@ -21,7 +21,8 @@ def test_image_is_labelled_with_the_hash_of_npu_image_sources(docker_engine):
 
 def test_image_has_no_setuid_binaries_and_no_secrets_in_its_config(docker_engine):
     output = docker_engine.containers.run(
-        settings.FLOWKIT_NPU_IMAGE, entrypoint=["sh", "-c", "find / -xdev -perm /6000 -type f 2>/dev/null; true"],
+        settings.FLOWKIT_NPU_IMAGE,
+        entrypoint=["sh", "-c", "find / -xdev -perm /6000 -type f 2>/dev/null; true"],
         user="0", remove=True, network_mode="none",
     )  # fmt: skip
     assert output.strip() == b""

@@ -19,9 +19,7 @@ def register(commands: Any) -> None:
     admin = commands.add_parser("admin", help="the installation's accounts").add_subparsers(
         dest="admin_command", required=True, metavar="SUBCOMMAND"
     )
-    init = admin.add_parser(
-        "init", help="create the first admin account (once) and print its credentials"
-    )
+    init = admin.add_parser("init", help="create the first admin account (once) and print its credentials")
     init.set_defaults(handler=init_admin)
     health = commands.add_parser("health", help="check the database, Redis, Docker, NPU image and workers")
     health.set_defaults(handler=show_health)
@@ -48,7 +46,9 @@ def init_admin(args: argparse.Namespace) -> int:
         fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(password + "\n")
-        console.print(f"admin account created: user [bold]{ADMIN_USERNAME}[/bold] password [bold]{password}[/bold]")
+        console.print(
+            f"admin account created: user [bold]{ADMIN_USERNAME}[/bold] password [bold]{password}[/bold]"
+        )
         return 0
     stored = password_file.read_text().strip() if password_file.is_file() else None
     if stored and user.check_password(stored):

@@ -23,10 +23,12 @@ def register(commands: Any) -> None:
     run = node.add_parser(
         "run",
         help="run a node file in an NPU through a Celery worker and print its logs and outputs",
-        description="Values of --input are JSON where they parse as JSON (2, [1,2], \"x\"), else text.",
+        description='Values of --input are JSON where they parse as JSON (2, [1,2], "x"), else text.',
     )
     run.add_argument("file", type=Path, help="a node file written with the FlowKit node SDK")
-    run.add_argument("--input", "-i", action="append", default=[], metavar="PORT=VALUE", help="an input value")
+    run.add_argument(
+        "--input", "-i", action="append", default=[], metavar="PORT=VALUE", help="an input value"
+    )
     run.add_argument("--timeout", type=float, help="seconds before the node is stopped")
     run.add_argument("--memory", type=int, help="memory limit in MiB")
     run.add_argument("--cpus", type=float, help="CPU quota, in cores")

@@ -30,7 +30,9 @@ def build_image(args: argparse.Namespace) -> int:
     from node_runner.npu_image_build import NpuImageError, build_npu_image
 
     try:
-        build_npu_image(args.base, force=args.force, say=lambda text: console.print(f"[cyan]npu:[/cyan] {text}"))
+        build_npu_image(
+            args.base, force=args.force, say=lambda text: console.print(f"[cyan]npu:[/cyan] {text}")
+        )
     except NpuImageError as exc:
         errors.print(f"[red]NPU image build failed:[/red] {exc}", markup=False)
         return 1

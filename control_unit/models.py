@@ -49,3 +49,153 @@ class NodeTestRun(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state in (NodeTestRunState.SUCCEEDED, NodeTestRunState.FAILED)
+
+
+class Pipeline(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "created_at"]
+        indexes = [models.Index(fields=["name"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def latest_version(self) -> PipelineVersion | None:
+        return self.versions.order_by("-number").first()
+
+
+class ImmutableRowError(Exception):
+    pass
+
+
+class PipelineVersion(models.Model):
+    """One saved state of a pipeline's document. Never changed once written: a run
+    points at exactly the graph it executed."""
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    document = models.JSONField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pipeline", "-number"]
+        constraints = [models.UniqueConstraint(fields=["pipeline", "number"], name="unique_version_number")]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline_id} v{self.number}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self._state.adding:
+            raise ImmutableRowError("a pipeline version is immutable; save a new version instead")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class RunState(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class NodeState(models.TextChoices):
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class Run(models.Model):
+    """A run of one pipeline version; its FCB is this row plus its NodeRun rows."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="runs")
+    version = models.ForeignKey(PipelineVersion, on_delete=models.PROTECT, related_name="runs")
+    state = models.CharField(max_length=16, choices=RunState.choices, default=RunState.QUEUED)
+    reason = models.TextField(blank=True)
+    input = models.JSONField(default=dict, blank=True)
+    source_run = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived_runs"
+    )
+    rerun_from = models.CharField(max_length=64, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["pipeline", "-created_at"]),
+            models.Index(fields=["state", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.id} ({self.state})"
+
+
+class NodeRun(models.Model):
+    """The FCB record of one node in one run (its latest attempt)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="node_runs")
+    node_id = models.CharField(max_length=64)
+    state = models.CharField(max_length=16, choices=NodeState.choices, default=NodeState.PENDING)
+    attempt = models.PositiveIntegerField(default=0)
+    dispatched = models.BooleanField(default=False)
+    inputs = models.JSONField(null=True, blank=True)
+    outputs = models.JSONField(null=True, blank=True)
+    next_nodes = models.JSONField(null=True, blank=True)
+    status_message = models.TextField(blank=True)
+    error = models.JSONField(null=True, blank=True)
+    logs = models.JSONField(default=list, blank=True)
+    dropped_log_lines = models.PositiveIntegerField(default=0)
+    reused = models.BooleanField(default=False)
+    reason = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    container_id = models.CharField(max_length=80, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        constraints = [models.UniqueConstraint(fields=["run", "node_id"], name="unique_node_per_run")]
+
+    def __str__(self) -> str:
+        return f"{self.node_id} in run {self.run_id} ({self.state})"
+
+
+class RunTransition(models.Model):
+    """Append-only history of every state change of a run and its nodes."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="transitions")
+    node_id = models.CharField(max_length=64, blank=True)  # blank: the run itself
+    source = models.CharField(max_length=16)
+    target = models.CharField(max_length=16)
+    attempt = models.PositiveIntegerField(default=0)
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        indexes = [models.Index(fields=["run", "node_id", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.node_id or 'run'}: {self.source} -> {self.target}"

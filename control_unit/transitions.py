@@ -1,16 +1,11 @@
-"""Allowed state changes, and the error for a change that is not allowed."""
+"""Allowed state changes of single-node test runs (runs follow control_unit.fcb)."""
 
 from __future__ import annotations
 
+from control_unit.fcb import InvalidTransition
 from control_unit.models import NodeTestRunState as S
 
-
-class InvalidTransition(Exception):
-    def __init__(self, what: str, current: str, target: str) -> None:
-        super().__init__(f"{what} cannot go from {current} to {target}")
-        self.current = current
-        self.target = target
-
+__all__ = ["NODE_TEST_RUN_TRANSITIONS", "InvalidTransition", "sources_of"]
 
 NODE_TEST_RUN_TRANSITIONS: dict[str, frozenset[str]] = {
     S.QUEUED: frozenset({S.RUNNING, S.FAILED}),

@@ -21,6 +21,7 @@ from django.conf import settings
 from node_runner.container_spec import npu_container_options
 from node_runner.docker_engine import engine
 from node_runner.limits import NodeLimits
+from node_runner.storable import clean, clean_text, unstorable_path
 from node_runner.wire import (
     STDOUT,
     TERMINAL_TYPES,
@@ -34,7 +35,11 @@ from node_runner.wire import (
 log = logging.getLogger(__name__)
 
 MAX_STDERR_BYTES = 64 * 1024
+# How often a running node checks whether its run was paused, resumed or cancelled.
+CONTROL_POLL_S = 0.2
 EventSink = Callable[[dict[str, Any]], None]
+# Returns what the run wants of its running nodes: "run", "pause" or "cancel".
+RunControl = Callable[[], str]
 
 
 class NpuUnavailable(Exception):
@@ -76,6 +81,7 @@ def execute_in_npu(
     limits: NodeLimits,
     labels: dict[str, str],
     on_event: EventSink | None = None,
+    control: RunControl | None = None,
 ) -> NpuOutcome:
     client = engine()
     if limits.network:
@@ -96,33 +102,101 @@ def execute_in_npu(
     except docker.errors.DockerException as exc:
         raise NpuUnavailable(f"the Docker engine could not create an NPU: {exc}") from None
     try:
-        return _drive(container, job, limits, on_event or (lambda event: None))
+        return _drive(container, job, limits, on_event or (lambda event: None), control)
     finally:
         _remove(container)
 
 
-def _drive(container: Any, job: NpuJob, limits: NodeLimits, on_event: EventSink) -> NpuOutcome:
+class NodeTimedOut(Exception):
+    pass
+
+
+class NodeCancelled(Exception):
+    pass
+
+
+class _Clock:
+    """The node's deadline, stopped while its container is frozen (a paused run's
+    time does not count against the node's timeout)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.remaining = timeout_s
+        self.frozen = False
+        self._since = time.monotonic()
+
+    def left(self) -> float:
+        if self.frozen:
+            return self.remaining
+        return self.remaining - (time.monotonic() - self._since)
+
+    def freeze(self) -> None:
+        self.remaining = self.left()
+        self.frozen = True
+
+    def thaw(self) -> None:
+        self._since = time.monotonic()
+        self.frozen = False
+
+
+class _Controller:
+    """Follows the run's control state (pause, resume, cancel) while a node runs."""
+
+    def __init__(self, container: Any, clock: _Clock, control: RunControl | None) -> None:
+        self._container = container
+        self._clock = clock
+        self._control = control
+        self._next_poll = 0.0
+
+    def poll(self) -> None:
+        if self._control is None or time.monotonic() < self._next_poll:
+            return
+        self._next_poll = time.monotonic() + CONTROL_POLL_S
+        wanted = self._control()
+        if wanted == "cancel":
+            raise NodeCancelled
+        # An engine refusal here means the container just exited: its result follows.
+        if wanted == "pause" and not self._clock.frozen:
+            with contextlib.suppress(docker.errors.APIError):
+                self._container.pause()  # the cgroup freezer: the node's CPU time stops
+                self._clock.freeze()
+        elif wanted == "run" and self._clock.frozen:
+            with contextlib.suppress(docker.errors.APIError):
+                self._container.unpause()
+            self._clock.thaw()
+
+
+def _drive(
+    container: Any, job: NpuJob, limits: NodeLimits, on_event: EventSink, control: RunControl | None
+) -> NpuOutcome:
     outcome = NpuOutcome(container_id=container.id)
     attach = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
     sock: socket.socket = attach._sock
     started = time.monotonic()
+    clock = _Clock(limits.timeout_s)
+    stopped = False
     try:
         container.start()
-        deadline = started + limits.timeout_s
-        _read_events(sock, job.encode(limits), deadline, limits, outcome, on_event)
-    except TimeoutError:
-        _kill(container)
+        _read_events(
+            sock, job.encode(limits), clock, _Controller(container, clock, control), limits, outcome, on_event
+        )
+    except NodeTimedOut:
+        stopped = True
         outcome.error = NodeError(
             "NodeTimeout",
             f"the node did not finish within its {limits.timeout_s:g} s timeout and was stopped",
         )
+    except NodeCancelled:
+        stopped = True
+        outcome.error = NodeError("NodeCancelled", "the run was cancelled; the node was stopped")
     except ProtocolViolation as exc:
-        _kill(container)
+        stopped = True
         outcome.error = NodeError("ProtocolViolation", str(exc))
     finally:
         outcome.duration_s = time.monotonic() - started
         sock.close()
-    if outcome.error is None or outcome.error.error_type not in ("NodeTimeout", "ProtocolViolation"):
+    if stopped:
+        _kill(container)
+    else:
         _account_for_exit(container, limits, outcome)
     return outcome
 
@@ -130,7 +204,8 @@ def _drive(container: Any, job: NpuJob, limits: NodeLimits, on_event: EventSink)
 def _read_events(
     sock: socket.socket,
     payload: bytes,
-    deadline: float,
+    clock: _Clock,
+    controller: _Controller,
     limits: NodeLimits,
     outcome: NpuOutcome,
     on_event: EventSink,
@@ -139,13 +214,19 @@ def _read_events(
     demuxer, frames = StreamDemuxer(), FrameReader(max_frame)
     stderr = bytearray()
     received = 0
-    sock.settimeout(max(0.001, deadline - time.monotonic()))
+    sock.settimeout(max(0.001, clock.left()))
     sock.sendall(payload)
     sock.shutdown(socket.SHUT_WR)
     terminal: dict[str, Any] | None = None
     while True:
-        sock.settimeout(max(0.001, deadline - time.monotonic()))
-        data = sock.recv(256 * 1024)
+        controller.poll()
+        if clock.left() <= 0:
+            raise NodeTimedOut
+        sock.settimeout(max(0.001, min(clock.left(), CONTROL_POLL_S)))
+        try:
+            data = sock.recv(256 * 1024)
+        except TimeoutError:
+            continue
         if not data:
             break
         received += len(data)
@@ -169,6 +250,8 @@ def _read_events(
 
 def _apply(event: dict[str, Any], outcome: NpuOutcome, on_event: EventSink) -> dict[str, Any] | None:
     kind = event["type"]
+    if kind != "result":
+        event = clean(event)
     on_event(event)
     if kind == "log":
         outcome.logs.append(
@@ -178,9 +261,21 @@ def _apply(event: dict[str, Any], outcome: NpuOutcome, on_event: EventSink) -> d
         outcome.dropped_log_lines = int(event.get("lines", 0))
         outcome.dropped_log_bytes = int(event.get("bytes", 0))
     elif kind == "result":
-        outcome.next_nodes = list(event.get("next_nodes") or [])
+        outcome.next_nodes = [clean_text(str(name)) for name in event.get("next_nodes") or []]
         outcome.outputs = dict(event.get("outputs") or {})
-        outcome.status_message = str(event.get("status_message") or "")
+        outcome.status_message = clean_text(str(event.get("status_message") or ""))
+        for port, value in outcome.outputs.items():
+            where = unstorable_path(value)
+            if where is not None or unstorable_path(port) is not None:
+                outcome.outputs = {}
+                outcome.error = NodeError(
+                    "UnstorableOutput",
+                    f"output {clean_text(port)!r} holds a NUL character or an unpaired surrogate"
+                    f"{' at ' + where if where else ''}, which cannot be stored; encode binary data "
+                    "(for example base64) before returning it",
+                    port=clean_text(port),
+                )
+                break
     elif kind == "error":
         outcome.error = NodeError(
             error_type=str(event.get("error_type", "Error")),

@@ -32,6 +32,7 @@ class NpuJob:
     code: str
     inputs: dict[str, Any]
     secrets: dict[str, str]
+    attempt: int = 1
 
     def encode(self, limits: NodeLimits) -> bytes:
         document = {
@@ -39,7 +40,7 @@ class NpuJob:
             "code": self.code,
             "inputs": self.inputs,
             "secrets": self.secrets,
-            "node": {"id": self.node_id, "label": self.label},
+            "node": {"id": self.node_id, "label": self.label, "attempt": self.attempt},
             "limits": {
                 "max_output_bytes": limits.max_output_bytes,
                 "max_log_lines": limits.max_log_lines,
@@ -81,6 +82,9 @@ class FrameReader:
         self._pending += data
         events: list[dict[str, Any]] = []
         while (newline := self._pending.find(b"\n")) != -1:
+            if newline > self._max_frame_bytes:
+                # Checked per frame too: a whole oversized frame can arrive in one feed.
+                raise ProtocolViolation(f"the NPU sent a frame larger than {self._max_frame_bytes:,} bytes")
             line = bytes(self._pending[:newline])
             del self._pending[: newline + 1]
             if line.strip():

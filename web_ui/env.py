@@ -6,6 +6,7 @@ cannot parse, instead of falling back to a default nobody asked for.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -53,6 +54,9 @@ def env_float(
         value = float(raw.strip())
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    # float() accepts "nan" and "inf", and NaN slips through every range check.
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"{name} must be a finite number, got {raw!r}")
     _check_range(name, value, minimum, maximum)
     return value
 
@@ -77,7 +81,13 @@ def env_secret(name: str) -> str | None:
         path = Path(secret_path)
         if not path.is_file():
             raise ImproperlyConfigured(f"Error reading {name}_FILE ({secret_path}): not a file")
-        return path.read_text().strip()
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError:
+            # Say nothing of the content: it is a secret.
+            raise ImproperlyConfigured(f"Error reading {name}_FILE ({secret_path}): not UTF-8 text") from None
+        except OSError as exc:
+            raise ImproperlyConfigured(f"Error reading {name}_FILE ({secret_path}): {exc.strerror}") from None
     return os.environ.get(name) or None
 
 

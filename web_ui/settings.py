@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "ninja",
     "web_ui",
     "control_unit",
     "node_runner",
@@ -92,7 +93,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
-    raise ImproperlyConfigured(f"REDIS_URL must be a redis:// or rediss:// URL, got {REDIS_URL!r}")
+    # Name the scheme only: the URL may carry a password.
+    raise ImproperlyConfigured(
+        "REDIS_URL must be a redis://, rediss:// or unix:// URL, "
+        f"got one starting {REDIS_URL.split(':')[0]!r}"
+    )
 
 CHANNEL_LAYERS = {
     "default": {
@@ -134,6 +139,10 @@ FLOWKIT_NPU_MAX_LOG_LINES = env_int("FLOWKIT_NPU_MAX_LOG_LINES", 5000, minimum=1
 FLOWKIT_NPU_MAX_LOG_BYTES = env_int("FLOWKIT_NPU_MAX_LOG_BYTES", 2 * 1024 * 1024, minimum=1024)
 FLOWKIT_NPU_MAX_LOG_LINE_BYTES = env_int("FLOWKIT_NPU_MAX_LOG_LINE_BYTES", 16 * 1024, minimum=80)
 FLOWKIT_NPU_FLOOD_BYTES = env_int("FLOWKIT_NPU_FLOOD_BYTES", 32 * 1024 * 1024, minimum=1024)
+
+# Pipeline documents: larger ones are refused with a clear error.
+FLOWKIT_MAX_DOCUMENT_BYTES = env_int("FLOWKIT_MAX_DOCUMENT_BYTES", 4 * 1024 * 1024, minimum=1024)
+FLOWKIT_MAX_CODE_BYTES = env_int("FLOWKIT_MAX_CODE_BYTES", 256 * 1024, minimum=256)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

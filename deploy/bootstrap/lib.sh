@@ -35,8 +35,12 @@ ensure_python_env() { # $1: "" for the server, "dev" for the test tools too
   stamp="$VENV/.installed-${extras:-base}-$(sha256sum "$REPO/pyproject.toml" | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     say "installing FlowKit${extras:+ with $extras tools} into $VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e "$spec" >/dev/null
+    mkdir -p "$FLOWKIT_HOME/log"
+    if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
+           "$VENV/bin/python" -m pip install -q -e "$spec"; } >"$FLOWKIT_HOME/log/pip.log" 2>&1; then
+      tail -n 30 "$FLOWKIT_HOME/log/pip.log" >&2
+      die "pip install failed; the whole log is in $FLOWKIT_HOME/log/pip.log"
+    fi
     touch "$stamp"
   fi
 }

@@ -11,6 +11,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from ._budget import LogBudget
@@ -47,9 +48,10 @@ class OutputCapture:
         os.dup2(devnull, 2)
         os.close(devnull)
         # A child process the node left behind may still hold the pipe open; do not
-        # wait for it past the grace period.
+        # wait for it past the grace period (one period in all, not one per stream).
+        deadline = time.monotonic() + grace_s
         for thread in self._threads:
-            thread.join(grace_s)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _pump(self, fd: int, stream: str) -> None:
         pending = b""
@@ -71,7 +73,8 @@ class OutputCapture:
                 if skipping_long_line:
                     skipping_long_line = False
                     continue
-                self._emit(stream, line, truncated=False)
+                # A long line can arrive whole in one read; cap it here too.
+                self._emit(stream, line[:max_line], truncated=len(line) > max_line)
             if len(pending) > max_line:
                 if not skipping_long_line:
                     self._emit(stream, pending[:max_line], truncated=True)

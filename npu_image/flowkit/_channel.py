@@ -21,17 +21,28 @@ class Channel:
         self._closed = False
 
     def emit(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            if not self._closed:
+                self._write(event)
+
+    def _write(self, event: dict[str, Any]) -> None:
         event.setdefault("ts", time.time())
         # ensure_ascii keeps every frame a single line of plain ASCII, whatever the
         # payload holds (newlines, NUL bytes, lone surrogates).
         line = json.dumps(event, ensure_ascii=True, allow_nan=False).encode("ascii") + b"\n"
+        view = memoryview(line)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def emit_final(self, event: dict[str, Any]) -> None:
+        """Send the terminal event and close, atomically: a flood detected by a
+        capture thread at this moment cannot slip a second terminal event in."""
         with self._lock:
             if self._closed:
                 return
-            view = memoryview(line)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            self._write(event)
+            self._closed = True
 
     def close(self) -> None:
         """Refuse further frames: the terminal event has been sent."""

@@ -15,6 +15,7 @@ class Job:
     inputs: dict[str, Any]
     max_output_bytes: int
     budget: LogBudget
+    attempt: int = 1
     main: Any = None
     ran: bool = False
     result: tuple[list[str], dict[str, Any], str] | None = None

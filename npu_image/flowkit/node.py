@@ -26,6 +26,11 @@ class Node:
     def label(self) -> str:
         return self._job.label
 
+    @property
+    def attempt(self) -> int:
+        """1 for the first try, 2 for the first retry, and so on."""
+        return self._job.attempt
+
     def get_inputs(self) -> dict[str, Any]:
         """The values that arrived on this node's input ports, by port name."""
         return copy.deepcopy(self._job.inputs)

@@ -5,7 +5,7 @@ Wire protocol (version 1):
 * runner -> NPU: one JSON document on stdin, then end of file::
 
       {"protocol": 1, "code": "...", "inputs": {...}, "secrets": {"NAME": "value"},
-       "node": {"id": "...", "label": "..."},
+       "node": {"id": "...", "label": "...", "attempt": 1},
        "limits": {"max_output_bytes": N, "max_log_lines": N, "max_log_bytes": N,
                   "max_log_line_bytes": N, "flood_bytes": N}}
 
@@ -66,8 +66,7 @@ def main() -> None:
         channel.emit(
             {"type": "log_dropped", "lines": job.budget.dropped_lines, "bytes": job.budget.dropped_bytes}
         )
-    channel.emit(outcome)
-    channel.close()
+    channel.emit_final(outcome)
     # Skip atexit hooks and threads the node left running: the answer is out.
     os._exit(0)
 
@@ -92,6 +91,7 @@ def _read_job() -> _job.Job:
     job = _job.Job(
         node_id=str(document["node"]["id"]),
         label=str(document["node"].get("label", "")),
+        attempt=int(document["node"].get("attempt", 1)),
         inputs=dict(document.get("inputs") or {}),
         max_output_bytes=int(limits["max_output_bytes"]),
         budget=budget,
@@ -111,7 +111,7 @@ def _detach_stdin() -> None:
 def _stop_flood(channel: Channel, budget: LogBudget) -> None:
     if budget.dropped_lines:
         channel.emit({"type": "log_dropped", "lines": budget.dropped_lines, "bytes": budget.dropped_bytes})
-    channel.emit(
+    channel.emit_final(
         {
             "type": "error",
             "error_type": "OutputFlood",
@@ -122,7 +122,6 @@ def _stop_flood(channel: Channel, budget: LogBudget) -> None:
             "traceback": "",
         }
     )
-    channel.close()
     os._exit(0)
 
 

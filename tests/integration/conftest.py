@@ -124,3 +124,41 @@ def node_code(body: str) -> str:
         "node.register_main(main)\n"
         "node.run()\n"
     )
+
+
+EXAMPLES = REPO / "examples" / "pipelines"
+TERMINAL_RUN_STATES = ("succeeded", "failed", "cancelled")
+
+
+def example_version(name: str) -> Any:
+    """Save examples/pipelines/NAME.json as a pipeline and return its version."""
+    import json
+
+    from control_unit.pipeline_actions import do_create_pipeline
+
+    document = json.loads((EXAMPLES / f"{name}.json").read_text())
+    return do_create_pipeline(document["name"], document).latest_version()
+
+
+def wait_for_run(run: Any, states: tuple[str, ...] = TERMINAL_RUN_STATES, wait_s: float = 120) -> Any:
+    deadline = time.monotonic() + wait_s
+    run.refresh_from_db()
+    while run.state not in states:
+        assert time.monotonic() < deadline, f"run {run.id} still {run.state}: {nodes_of(run)}"
+        time.sleep(0.1)
+        run.refresh_from_db()
+    return run
+
+
+def wait_for_node(run: Any, node_id: str, states: tuple[str, ...], wait_s: float = 60) -> Any:
+    deadline = time.monotonic() + wait_s
+    while True:
+        node = run.node_runs.get(node_id=node_id)
+        if node.state in states:
+            return node
+        assert time.monotonic() < deadline, f"node {node_id} still {node.state}"
+        time.sleep(0.05)
+
+
+def nodes_of(run: Any) -> dict[str, Any]:
+    return {node.node_id: node for node in run.node_runs.all()}

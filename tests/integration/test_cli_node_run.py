@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -55,3 +56,40 @@ def test_node_run_refuses_a_limit_out_of_range(transactional_db):
     assert result.returncode == 2
     assert "memory_mb must be between 16 and 65536" in result.stderr
     assert NodeTestRun.objects.count() == 0
+
+
+def test_run_watch_follows_the_fan_out_example_to_success(celery_worker, transactional_db):
+    result = flowkit("run", "examples/pipelines/fan_out.json", "--input", '{"numbers": [1, 2, 3]}', "--watch")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "report: succeeded" in result.stdout
+    assert "succeeded" in result.stdout.splitlines()[-1]
+
+
+def test_run_watch_exits_non_zero_when_the_run_fails(celery_worker, transactional_db, tmp_path):
+    pipeline = tmp_path / "broken.json"
+    pipeline.write_text(
+        json.dumps({"schema_version": 1, "nodes": [{"id": "boom", "code": "raise SystemError('down')"}]})
+    )
+    result = flowkit("run", str(pipeline), "--watch")
+    assert result.returncode == 1
+    assert "failed" in result.stdout.splitlines()[-1]
+
+
+def test_run_refuses_an_invalid_pipeline_file_listing_its_problems(transactional_db, tmp_path):
+    pipeline = tmp_path / "bad.json"
+    pipeline.write_text('{"schema_version": 1, "nodes": [], "edges": []}')
+    result = flowkit("run", str(pipeline))
+    assert result.returncode == 2
+    assert "is not a valid pipeline" in result.stderr
+
+
+def test_runs_list_show_and_cancel(celery_worker, transactional_db):
+    started = flowkit("run", "examples/pipelines/linear_etl.json", "--watch")
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.split()[1]
+    assert run_id in flowkit("runs", "list").stdout
+    shown = flowkit("runs", "show", run_id)
+    assert "loaded 2 rows, total 3.0" in shown.stdout
+    refused = flowkit("runs", "cancel", run_id)
+    assert refused.returncode == 1
+    assert "cannot go from succeeded to cancelled" in refused.stderr

@@ -84,3 +84,19 @@ def test_node_that_exits_early_is_reported_as_crashed_with_its_exit_code(run_nod
     assert test_run.state == "failed"
     assert test_run.error["error_type"] == "NpuCrashed"
     assert "exit code 7" in test_run.error["message"]
+
+
+def test_binary_junk_on_stdout_is_stored_as_readable_logs(run_node):
+    test_run = run_node(node_code("import os\nos.write(1, bytes(range(256)) + b'\\n')\nvalue = 'ok'"))
+    assert test_run.state == "succeeded"
+    message = test_run.logs[0]["message"]
+    assert "\x00" not in message
+    assert "\ufffd" in message
+
+
+def test_an_output_postgres_cannot_store_is_refused_naming_its_port(run_node):
+    test_run = run_node(node_code("value = {'data': 'a\\x00b'}"))
+    assert test_run.state == "failed"
+    assert test_run.error["error_type"] == "UnstorableOutput"
+    assert test_run.error["port"] == "value"
+    assert "['data']" in test_run.error["message"]

@@ -23,6 +23,27 @@ def register(commands: Any) -> None:
     init.set_defaults(handler=init_admin)
     health = commands.add_parser("health", help="check the database, Redis, Docker, NPU image and workers")
     health.set_defaults(handler=show_health)
+    tokens = commands.add_parser("tokens", help="API tokens").add_subparsers(
+        dest="tokens_command", required=True, metavar="SUBCOMMAND"
+    )
+    create = tokens.add_parser("create", help="create an API token for a user (shown once)")
+    create.add_argument("username")
+    create.add_argument("--name", default="cli")
+    create.set_defaults(handler=create_token)
+
+
+def create_token(args: argparse.Namespace) -> int:
+    from django.contrib.auth import get_user_model
+
+    from web_ui.models import ApiToken
+
+    user = get_user_model().objects.filter(username=args.username).first()
+    if user is None:
+        console.print(f"[red]no user {args.username}[/red]")
+        return 2
+    _, token = ApiToken.issue(user, args.name)
+    console.print(token, markup=False)
+    return 0
 
 
 def _password_file() -> Path:

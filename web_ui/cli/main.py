@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _setup_django() -> None:
@@ -31,11 +31,11 @@ def _setup_django() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from web_ui.cli import admin_commands, node_commands, npu_commands
+    from web_ui.cli import admin_commands, node_commands, npu_commands, run_commands
 
     parser = argparse.ArgumentParser(prog="flowkit", description="FlowKit command line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (node_commands, npu_commands, admin_commands):
+    for module in (node_commands, run_commands, npu_commands, admin_commands):
         module.register(commands)
     return parser
 

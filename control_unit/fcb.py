@@ -1,0 +1,414 @@
+"""The Flow Control Block (FCB): the pure state machine of one run.
+
+Plain data in, plain data out: every event takes a ``Graph`` and an ``Fcb`` and
+returns a new ``Fcb`` plus the effects to carry out (dispatch a node; record a
+transition). No database, broker or Docker here; ``control_unit.run_actions``
+persists the result under a row lock on the run and dispatches after commit.
+
+Routing: a node returns ``next_nodes``; empty activates every direct successor, a
+list activates only those. A node is decided once all its upstream nodes are
+terminal: it runs if at least one succeeded upstream activated it, is skipped if
+none did (skipping propagates), and is cancelled if an upstream failed without
+``continue_on_error``. Independent branches keep running after a failure; the run
+then ends failed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from control_unit.graph import Graph
+
+# Node states
+PENDING, QUEUED, RUNNING, PAUSED = "pending", "queued", "running", "paused"
+SUCCEEDED, FAILED, SKIPPED, CANCELLED = "succeeded", "failed", "skipped", "cancelled"
+NODE_STATES = (PENDING, QUEUED, RUNNING, PAUSED, SUCCEEDED, FAILED, SKIPPED, CANCELLED)
+TERMINAL_NODE_STATES = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
+
+# Run states (queued, running, paused, succeeded, failed, cancelled)
+RUN_STATES = (QUEUED, RUNNING, PAUSED, SUCCEEDED, FAILED, CANCELLED)
+TERMINAL_RUN_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+NODE_TRANSITIONS: Mapping[str, frozenset[str]] = {
+    PENDING: frozenset({QUEUED, SKIPPED, CANCELLED}),
+    QUEUED: frozenset({RUNNING, CANCELLED}),
+    # running -> queued is a retry after a failed attempt
+    RUNNING: frozenset({PAUSED, SUCCEEDED, FAILED, QUEUED, CANCELLED}),
+    PAUSED: frozenset({RUNNING, SUCCEEDED, FAILED, QUEUED, CANCELLED}),
+    SUCCEEDED: frozenset(),
+    FAILED: frozenset(),
+    SKIPPED: frozenset(),
+    CANCELLED: frozenset(),
+}
+RUN_TRANSITIONS: Mapping[str, frozenset[str]] = {
+    QUEUED: frozenset({RUNNING, CANCELLED}),
+    RUNNING: frozenset({PAUSED, SUCCEEDED, FAILED, CANCELLED}),
+    # a node that was already finishing when the run paused may end the run
+    PAUSED: frozenset({RUNNING, SUCCEEDED, FAILED, CANCELLED}),
+    SUCCEEDED: frozenset(),
+    FAILED: frozenset(),
+    CANCELLED: frozenset(),
+}
+
+MAX_BACKOFF_S = 3600.0
+
+
+class InvalidTransition(Exception):
+    """A state change the transition table does not allow."""
+
+    def __init__(self, subject: str, current: str, target: str) -> None:
+        super().__init__(f"{subject} cannot go from {current} to {target}")
+        self.subject = subject
+        self.current = current
+        self.target = target
+
+
+class CannotRerun(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    state: str = PENDING
+    attempt: int = 0  # attempt of the latest dispatch, from 1; 0 = never dispatched
+    dispatched: bool = False  # a task for (node, attempt) is on its way to a worker
+    inputs: Mapping[str, Any] | None = None
+    outputs: Mapping[str, Any] | None = None
+    next_nodes: tuple[str, ...] | None = None
+    status_message: str = ""
+    error: Mapping[str, Any] | None = None
+    reused: bool = False
+    reason: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_NODE_STATES
+
+
+@dataclass(frozen=True)
+class Fcb:
+    run_state: str
+    run_input: Any
+    nodes: Mapping[str, NodeRecord]
+    forced: frozenset[str] = frozenset()  # rerun-from: these run whatever routing says
+    reason: str = ""
+
+    @classmethod
+    def new(cls, graph: Graph, run_input: Any) -> Fcb:
+        return cls(
+            run_state=QUEUED, run_input=run_input, nodes={node_id: NodeRecord() for node_id in graph.nodes}
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.run_state in TERMINAL_RUN_STATES
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    node_id: str
+    attempt: int
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Transition:
+    node_id: str | None  # None: the run itself
+    source: str
+    target: str
+    attempt: int = 0
+    reason: str = ""
+
+
+Effect = Dispatch | Transition
+
+
+@dataclass
+class Step:
+    """The result of one event: the new FCB and what to do about it."""
+
+    fcb: Fcb
+    effects: list[Effect] = field(default_factory=list)
+    claimed: bool = False
+
+    @property
+    def dispatches(self) -> list[Dispatch]:
+        return [effect for effect in self.effects if isinstance(effect, Dispatch)]
+
+    @property
+    def transitions(self) -> list[Transition]:
+        return [effect for effect in self.effects if isinstance(effect, Transition)]
+
+
+class _Builder:
+    """Copy-on-write edits of one FCB, collecting the effects."""
+
+    def __init__(self, graph: Graph, fcb: Fcb) -> None:
+        self.graph = graph
+        self.fcb = fcb
+        self.nodes = dict(fcb.nodes)
+        self.run_state = fcb.run_state
+        self.reason = fcb.reason
+        self.effects: list[Effect] = []
+
+    def node(self, node_id: str) -> NodeRecord:
+        return self.nodes[node_id]
+
+    def update(self, node_id: str, **changes: Any) -> None:
+        self.nodes[node_id] = replace(self.nodes[node_id], **changes)
+
+    def move(self, node_id: str, target: str, reason: str = "", **changes: Any) -> None:
+        record = self.nodes[node_id]
+        if target not in NODE_TRANSITIONS[record.state]:
+            raise InvalidTransition(f"node {node_id}", record.state, target)
+        attempt = changes.get("attempt", record.attempt)
+        self.effects.append(Transition(node_id, record.state, target, attempt, reason))
+        self.nodes[node_id] = replace(record, state=target, reason=reason, **changes)
+
+    def move_run(self, target: str, reason: str = "") -> None:
+        if target not in RUN_TRANSITIONS[self.run_state]:
+            raise InvalidTransition("run", self.run_state, target)
+        self.effects.append(Transition(None, self.run_state, target, 0, reason))
+        self.run_state = target
+        self.reason = reason or self.reason
+
+    def dispatch(self, node_id: str, attempt: int, delay_s: float = 0.0) -> None:
+        """Queue an attempt; it only leaves for a worker while the run is running."""
+        live = self.run_state == RUNNING
+        self.update(node_id, dispatched=live)
+        if live:
+            self.effects.append(Dispatch(node_id, attempt, delay_s))
+
+    def done(self, claimed: bool = False) -> Step:
+        fcb = replace(self.fcb, nodes=self.nodes, run_state=self.run_state, reason=self.reason)
+        return Step(fcb, self.effects, claimed)
+
+    # -- routing ---------------------------------------------------------------
+
+    def advance(self) -> None:
+        """Decide every pending node whose upstream is settled, then end the run if all are."""
+        if self.run_state in TERMINAL_RUN_STATES:
+            return
+        for node_id in self.graph.topological_order():
+            if self.nodes[node_id].state == PENDING:
+                self._decide(node_id)
+        if all(record.terminal for record in self.nodes.values()):
+            failed = [
+                node_id
+                for node_id, record in self.nodes.items()
+                if record.state == FAILED and not self.graph.nodes[node_id].continue_on_error
+            ]
+            if failed:
+                self.move_run(FAILED, f"node {failed[0]} failed")
+            else:
+                self.move_run(SUCCEEDED)
+
+    def _decide(self, node_id: str) -> None:
+        upstream = self.graph.upstream(node_id)
+        if node_id not in self.fcb.forced:
+            if any(not self.nodes[up].terminal for up in upstream):
+                return
+            for up in upstream:
+                record = self.nodes[up]
+                if record.state == FAILED and not self.graph.nodes[up].continue_on_error:
+                    self.move(node_id, CANCELLED, f"upstream node {up} failed")
+                    return
+                if record.state == CANCELLED:
+                    self.move(node_id, CANCELLED, f"upstream node {up} was cancelled")
+                    return
+            if upstream and not any(self._activates(up, node_id) for up in upstream):
+                self.move(node_id, SKIPPED, "no upstream node activated it")
+                return
+        self.move(node_id, QUEUED, attempt=1, inputs=self.inputs_of(node_id))
+        self.dispatch(node_id, 1)
+
+    def _activates(self, up: str, node_id: str) -> bool:
+        record = self.nodes[up]
+        if record.state != SUCCEEDED:
+            return False
+        return not record.next_nodes or node_id in record.next_nodes
+
+    def inputs_of(self, node_id: str) -> dict[str, Any]:
+        incoming = self.graph.incoming(node_id)
+        if not incoming:
+            run_input = self.fcb.run_input
+            return dict(run_input) if isinstance(run_input, Mapping) else {"input": run_input}
+        list_ports = {port.name for port in self.graph.nodes[node_id].inputs if port.list}
+        inputs: dict[str, Any] = {name: [] for name in list_ports}
+        for edge in incoming:
+            outputs = self.nodes[edge.source].outputs or {}
+            if not self._activates(edge.source, node_id) or edge.source_port not in outputs:
+                continue
+            value = outputs[edge.source_port]
+            if edge.target_port in list_ports:
+                inputs[edge.target_port].append(value)
+            else:
+                inputs[edge.target_port] = value
+        return inputs
+
+
+# -- events --------------------------------------------------------------------
+
+
+def start(graph: Graph, fcb: Fcb) -> Step:
+    builder = _Builder(graph, fcb)
+    builder.move_run(RUNNING)
+    builder.advance()
+    return builder.done()
+
+
+def claim(graph: Graph, fcb: Fcb, node_id: str, attempt: int) -> Step:
+    """A worker picked up (node, attempt). ``claimed`` says whether it may run it.
+
+    Never raises for a stale or redelivered task: that task simply has nothing to do.
+    """
+    builder = _Builder(graph, fcb)
+    record = builder.node(node_id)
+    if record.state != QUEUED or record.attempt != attempt or builder.run_state in TERMINAL_RUN_STATES:
+        return builder.done(claimed=False)
+    if builder.run_state != RUNNING:
+        # Paused: hold the attempt; resume sends it again.
+        builder.update(node_id, dispatched=False)
+        return builder.done(claimed=False)
+    builder.move(node_id, RUNNING)
+    return builder.done(claimed=True)
+
+
+def node_succeeded(
+    graph: Graph,
+    fcb: Fcb,
+    node_id: str,
+    attempt: int,
+    *,
+    next_nodes: Iterable[str],
+    outputs: Mapping[str, Any],
+    status_message: str = "",
+) -> Step:
+    _check_reporting(fcb, node_id, attempt)
+    next_nodes = tuple(next_nodes)
+    successors = graph.downstream(node_id)
+    strangers = [name for name in next_nodes if name not in successors]
+    if strangers:
+        error = {
+            "error_type": "RoutingError",
+            "message": (
+                f"next_nodes names {', '.join(repr(s) for s in strangers)}, which "
+                f"{'is not a direct successor' if len(strangers) == 1 else 'are not direct successors'} "
+                f"of {node_id!r} (successors: {', '.join(successors) or 'none'})"
+            ),
+        }
+        return node_failed(graph, fcb, node_id, attempt, error=error, retryable=False)
+    builder = _Builder(graph, fcb)
+    builder.move(
+        node_id,
+        SUCCEEDED,
+        outputs=dict(outputs),
+        next_nodes=next_nodes,
+        status_message=status_message,
+        dispatched=False,
+    )
+    builder.advance()
+    return builder.done()
+
+
+def node_failed(
+    graph: Graph,
+    fcb: Fcb,
+    node_id: str,
+    attempt: int,
+    *,
+    error: Mapping[str, Any],
+    retryable: bool = True,
+    rng: random.Random | None = None,
+) -> Step:
+    _check_reporting(fcb, node_id, attempt)
+    builder = _Builder(graph, fcb)
+    spec = graph.nodes[node_id]
+    if retryable and attempt <= spec.retries and builder.run_state not in TERMINAL_RUN_STATES:
+        delay = backoff_delay(spec.backoff_s, attempt, rng or random.Random())  # noqa: S311 - jitter, not crypto
+        reason = f"attempt {attempt} failed; retry {attempt + 1}/{spec.retries + 1} in {delay:.2f} s"
+        builder.move(node_id, QUEUED, reason, attempt=attempt + 1, error=dict(error))
+        builder.dispatch(node_id, attempt + 1, delay)
+        return builder.done()
+    builder.move(node_id, FAILED, str(error.get("message", ""))[:200], error=dict(error), dispatched=False)
+    builder.advance()
+    return builder.done()
+
+
+def pause(graph: Graph, fcb: Fcb) -> Step:
+    builder = _Builder(graph, fcb)
+    builder.move_run(PAUSED)
+    for node_id, record in fcb.nodes.items():
+        if record.state == RUNNING:
+            builder.move(node_id, PAUSED, "run paused")
+    return builder.done()
+
+
+def resume(graph: Graph, fcb: Fcb) -> Step:
+    builder = _Builder(graph, fcb)
+    builder.move_run(RUNNING)
+    for node_id, record in fcb.nodes.items():
+        if record.state == PAUSED:
+            builder.move(node_id, RUNNING, "run resumed")
+        elif record.state == QUEUED and not record.dispatched:
+            builder.dispatch(node_id, record.attempt)
+    builder.advance()
+    return builder.done()
+
+
+def cancel(graph: Graph, fcb: Fcb, reason: str = "cancelled by user") -> Step:
+    builder = _Builder(graph, fcb)
+    builder.move_run(CANCELLED, reason)
+    for node_id, record in fcb.nodes.items():
+        if not record.terminal:
+            builder.move(node_id, CANCELLED, reason, dispatched=False)
+    return builder.done()
+
+
+def rerun_from(graph: Graph, original: Fcb, node_id: str) -> Fcb:
+    """A new FCB that reuses what ran outside ``node_id`` and its downstream."""
+    if node_id not in graph.nodes:
+        raise CannotRerun(f"node {node_id} is not in this pipeline version")
+    again = graph.descendants(node_id) | {node_id}
+    ancestors = graph.ancestors(node_id)
+    nodes: dict[str, NodeRecord] = {}
+    for name, record in original.nodes.items():
+        if name in again:
+            nodes[name] = NodeRecord()
+        elif record.state == SUCCEEDED:
+            nodes[name] = NodeRecord(
+                state=SUCCEEDED,
+                inputs=record.inputs,
+                outputs=record.outputs,
+                next_nodes=record.next_nodes,
+                status_message=record.status_message,
+                reused=True,
+                reason="reused from the original run",
+            )
+        elif record.state == SKIPPED:
+            nodes[name] = NodeRecord(state=SKIPPED, reused=True, reason=record.reason)
+        elif name in ancestors:
+            raise CannotRerun(
+                f"cannot rerun from {node_id}: upstream node {name} did not succeed in the original run "
+                f"({record.state})"
+            )
+        else:
+            nodes[name] = NodeRecord()
+    return Fcb(run_state=QUEUED, run_input=original.run_input, nodes=nodes, forced=frozenset({node_id}))
+
+
+def backoff_delay(backoff_s: float, attempt: int, rng: random.Random) -> float:
+    """Exponential backoff with jitter: backoff * 2^(attempt-1) * [0.5, 1.5), capped."""
+    base = min(backoff_s * (2 ** (attempt - 1)), MAX_BACKOFF_S)
+    return float(base * (0.5 + rng.random()))
+
+
+def _check_reporting(fcb: Fcb, node_id: str, attempt: int) -> None:
+    record = fcb.nodes[node_id]
+    if record.state not in (RUNNING, PAUSED) or record.attempt != attempt:
+        raise InvalidTransition(
+            f"node {node_id} attempt {attempt}", f"{record.state} (attempt {record.attempt})", "a result"
+        )

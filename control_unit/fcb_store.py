@@ -1,0 +1,130 @@
+"""Persistence of the FCB: load it from a locked run, save what one step changed.
+
+The pure core (``fcb``) returns copy-on-write records, so a record that is not the
+same object as before is exactly one that changed; only those rows are written.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from control_unit.fcb import TERMINAL_NODE_STATES, TERMINAL_RUN_STATES, Fcb, NodeRecord, Step
+from control_unit.graph import Graph, parse_graph
+from control_unit.models import NodeRun, PipelineVersion, Run, RunTransition
+
+NODE_FIELDS = (
+    "state", "attempt", "dispatched", "inputs", "outputs", "next_nodes",
+    "status_message", "error", "reused", "reason",
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _graph_of_version(version_id: int) -> Graph:
+    # Versions are immutable, so their parsed graph can be cached for the process.
+    document = PipelineVersion.objects.values_list("document", flat=True).get(id=version_id)
+    return parse_graph(document)
+
+
+def graph_of(run: Run) -> Graph:
+    return _graph_of_version(run.version_id)
+
+
+def lock_run(run_id: Any) -> Run:
+    """The run row, locked until the surrounding transaction ends."""
+    return Run.objects.select_for_update().get(id=run_id)
+
+
+def load_fcb(run: Run) -> tuple[Fcb, dict[str, NodeRun]]:
+    rows = {row.node_id: row for row in NodeRun.objects.filter(run=run)}
+    nodes = {
+        node_id: NodeRecord(
+            state=row.state,
+            attempt=row.attempt,
+            dispatched=row.dispatched,
+            inputs=row.inputs,
+            outputs=row.outputs,
+            next_nodes=tuple(row.next_nodes) if row.next_nodes is not None else None,
+            status_message=row.status_message,
+            error=row.error,
+            reused=row.reused,
+            reason=row.reason,
+        )
+        for node_id, row in rows.items()
+    }
+    forced = frozenset({run.rerun_from}) if run.rerun_from else frozenset()
+    return Fcb(run_state=run.state, run_input=run.input, nodes=nodes, forced=forced, reason=run.reason), rows
+
+
+def create_rows(run: Run, fcb: Fcb) -> None:
+    NodeRun.objects.bulk_create(
+        NodeRun(run=run, node_id=node_id, **_row_values(record)) for node_id, record in fcb.nodes.items()
+    )
+
+
+def save_step(run: Run, before: Fcb, step: Step, rows: dict[str, NodeRun]) -> None:
+    """Write what ``step`` changed and queue its dispatches for after the commit."""
+    now = timezone.now()
+    after = step.fcb
+    changed: list[NodeRun] = []
+    for node_id, record in after.nodes.items():
+        if before.nodes.get(node_id) is record:
+            continue
+        row = rows[node_id]
+        previous = row.state
+        for name, value in _row_values(record).items():
+            setattr(row, name, value)
+        if record.state == "running" and previous != "paused":
+            row.started_at = now
+        if record.state in TERMINAL_NODE_STATES and row.finished_at is None:
+            row.finished_at = now
+        changed.append(row)
+    if changed:
+        NodeRun.objects.bulk_update(changed, [*NODE_FIELDS, "started_at", "finished_at"])
+    if after.run_state != run.state or after.reason != run.reason:
+        run.state, run.reason = after.run_state, after.reason
+        if run.state == "running" and run.started_at is None:
+            run.started_at = now
+        if run.state in TERMINAL_RUN_STATES:
+            run.finished_at = now
+        run.save(update_fields=["state", "reason", "started_at", "finished_at"])
+    RunTransition.objects.bulk_create(
+        RunTransition(
+            run=run,
+            node_id=t.node_id or "",
+            source=t.source,
+            target=t.target,
+            attempt=t.attempt,
+            reason=t.reason,
+        )
+        for t in step.transitions
+    )
+    dispatches = [(d.node_id, d.attempt, d.delay_s) for d in step.dispatches]
+    if dispatches:
+        run_id = str(run.id)
+        transaction.on_commit(lambda: _send(run_id, dispatches))
+
+
+def _send(run_id: str, dispatches: list[tuple[str, int, float]]) -> None:
+    from node_runner.tasks import run_node
+
+    for node_id, attempt, delay_s in dispatches:
+        run_node.apply_async((run_id, node_id, attempt), countdown=delay_s or None)
+
+
+def _row_values(record: NodeRecord) -> dict[str, Any]:
+    return {
+        "state": record.state,
+        "attempt": record.attempt,
+        "dispatched": record.dispatched,
+        "inputs": dict(record.inputs) if record.inputs is not None else None,
+        "outputs": dict(record.outputs) if record.outputs is not None else None,
+        "next_nodes": list(record.next_nodes) if record.next_nodes is not None else None,
+        "status_message": record.status_message,
+        "error": dict(record.error) if record.error is not None else None,
+        "reused": record.reused,
+        "reason": record.reason,
+    }

@@ -1,0 +1,164 @@
+"""Actions on runs: start, claim and finish nodes, pause, resume, cancel, restart,
+rerun from a node. Each event runs in one transaction under a row lock on the run,
+so a finishing worker and a user's cancel can never both win."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+
+from control_unit import fcb as core
+from control_unit.fcb_store import create_rows, graph_of, load_fcb, lock_run, save_step
+from control_unit.graph import Graph
+from control_unit.models import NodeRun, PipelineVersion, Run
+
+log = logging.getLogger(__name__)
+
+# Errors that would fail again the same way: retrying them only wastes time.
+NOT_RETRYABLE = frozenset({"SyntaxError", "RoutingError", "NodeCancelled", "SecretNotDefined"})
+
+Event = Callable[[Graph, core.Fcb], core.Step]
+
+
+@dataclass(frozen=True)
+class ClaimedNode:
+    """What a worker needs to execute one attempt of one node."""
+
+    run_id: str
+    node_id: str
+    attempt: int
+    label: str
+    code: str
+    inputs: dict[str, Any]
+    limits: dict[str, Any]
+
+
+def _apply(run_id: Any, event: Event) -> tuple[Run, core.Step]:
+    with transaction.atomic():
+        run = lock_run(run_id)
+        fcb, rows = load_fcb(run)
+        step = event(graph_of(run), fcb)
+        save_step(run, fcb, step, rows)
+    return run, step
+
+
+@transaction.atomic
+def do_start_run(
+    version: PipelineVersion,
+    run_input: Any = None,
+    user: Any = None,
+    *,
+    source_run: Run | None = None,
+    initial: core.Fcb | None = None,
+    rerun_from: str = "",
+) -> Run:
+    run_input = {} if run_input is None else run_input
+    run = Run.objects.create(
+        pipeline_id=version.pipeline_id,
+        version=version,
+        input=run_input,
+        created_by=user,
+        source_run=source_run,
+        rerun_from=rerun_from,
+    )
+    graph = graph_of(run)
+    create_rows(run, initial or core.Fcb.new(graph, run_input))
+    fcb, rows = load_fcb(run)
+    save_step(run, fcb, core.start(graph, fcb), rows)
+    return run
+
+
+def do_claim_node(run_id: Any, node_id: str, attempt: int, worker: str) -> ClaimedNode | None:
+    """Let a worker take (node, attempt); None when the task has nothing to do
+    (already taken, finished, cancelled, or held while the run is paused)."""
+    with transaction.atomic():
+        run = lock_run(run_id)
+        fcb, rows = load_fcb(run)
+        graph = graph_of(run)
+        step = core.claim(graph, fcb, node_id, attempt)
+        save_step(run, fcb, step, rows)
+        if not step.claimed:
+            return None
+        NodeRun.objects.filter(run=run, node_id=node_id).update(worker=worker)
+    spec = graph.nodes[node_id]
+    limits = dict(spec.limits)
+    return ClaimedNode(
+        run_id=str(run.id),
+        node_id=node_id,
+        attempt=attempt,
+        label=spec.label,
+        code=spec.code,
+        inputs=dict(step.fcb.nodes[node_id].inputs or {}),
+        limits=limits,
+    )
+
+
+def do_record_node_outcome(run_id: Any, node_id: str, attempt: int, outcome: dict[str, Any]) -> bool:
+    """Apply a finished attempt to the FCB; False if the FCB had already moved on
+    (the run was cancelled meanwhile, or this is a redelivered report)."""
+    error = outcome.get("error")
+
+    def event(graph: Graph, fcb: core.Fcb) -> core.Step:
+        if error:
+            return core.node_failed(
+                graph,
+                fcb,
+                node_id,
+                attempt,
+                error=error,
+                retryable=error.get("error_type") not in NOT_RETRYABLE,
+            )
+        return core.node_succeeded(
+            graph,
+            fcb,
+            node_id,
+            attempt,
+            next_nodes=outcome.get("next_nodes") or [],
+            outputs=outcome.get("outputs") or {},
+            status_message=outcome.get("status_message", ""),
+        )
+
+    try:
+        with transaction.atomic():
+            run, _ = _apply(run_id, event)
+            NodeRun.objects.filter(run=run, node_id=node_id).update(
+                logs=outcome.get("logs", []),
+                dropped_log_lines=outcome.get("dropped_log_lines", 0),
+                container_id=outcome.get("container_id", ""),
+            )
+    except core.InvalidTransition as exc:
+        log.info("result of %s attempt %s in run %s not applied: %s", node_id, attempt, run_id, exc)
+        return False
+    return True
+
+
+def do_pause_run(run_id: Any) -> Run:
+    return _apply(run_id, core.pause)[0]
+
+
+def do_resume_run(run_id: Any) -> Run:
+    return _apply(run_id, core.resume)[0]
+
+
+def do_cancel_run(run_id: Any, reason: str = "cancelled by user") -> Run:
+    return _apply(run_id, lambda graph, fcb: core.cancel(graph, fcb, reason))[0]
+
+
+def do_restart_run(run_id: Any, user: Any = None) -> Run:
+    original = Run.objects.select_related("version").get(id=run_id)
+    return do_start_run(original.version, original.input, user, source_run=original)
+
+
+def do_rerun_from(run_id: Any, node_id: str, user: Any = None) -> Run:
+    """A new run that reuses the outputs recorded upstream of ``node_id`` and runs
+    ``node_id`` and everything downstream of it."""
+    original = Run.objects.select_related("version").get(id=run_id)
+    fcb, _ = load_fcb(original)
+    initial = core.rerun_from(graph_of(original), fcb, node_id)
+    return do_start_run(
+        original.version, original.input, user, source_run=original, initial=initial, rerun_from=node_id
+    )

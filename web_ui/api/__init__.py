@@ -1,0 +1,1 @@
+"""The JSON API (django-ninja), described by OpenAPI at /api/openapi.json."""

@@ -1,0 +1,57 @@
+"""Every API error is JSON: {"code": stable_code, "message": sentence, ...}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from control_unit.fcb import CannotRerun, InvalidTransition
+from control_unit.graph import InvalidPipeline
+from web_ui.roles import Forbidden
+
+
+def error(
+    api: NinjaAPI, request: HttpRequest, status: int, code: str, message: str, **extra: Any
+) -> HttpResponse:
+    return api.create_response(request, {"code": code, "message": message, **extra}, status=status)
+
+
+def install_error_handlers(api: NinjaAPI) -> None:
+    def on_invalid_pipeline(request: HttpRequest, exc: Any) -> HttpResponse:
+        problems = [problem.as_dict() for problem in exc.problems]
+        return error(api, request, 422, "invalid_pipeline", str(exc), problems=problems)
+
+    def on_invalid_transition(request: HttpRequest, exc: Any) -> HttpResponse:
+        return error(api, request, 409, "invalid_transition", str(exc))
+
+    def on_cannot_rerun(request: HttpRequest, exc: Any) -> HttpResponse:
+        return error(api, request, 409, "cannot_rerun", str(exc))
+
+    def on_forbidden(request: HttpRequest, exc: Any) -> HttpResponse:
+        return error(api, request, 403, "forbidden", str(exc))
+
+    def on_not_found(request: HttpRequest, exc: Any) -> HttpResponse:
+        return error(api, request, 404, "not_found", str(exc) or "not found")
+
+    def on_unauthenticated(request: HttpRequest, exc: Any) -> HttpResponse:
+        return error(api, request, 401, "unauthenticated", "log in, or send Authorization: Bearer <token>")
+
+    def on_validation(request: HttpRequest, exc: Any) -> HttpResponse:
+        return error(
+            api, request, 422, "invalid_request", "the request does not match the schema", detail=exc.errors
+        )
+
+    def on_http_error(request: HttpRequest, exc: Any) -> HttpResponse:
+        return error(api, request, exc.status_code, "http_error", str(exc))
+
+    api.add_exception_handler(InvalidPipeline, on_invalid_pipeline)
+    api.add_exception_handler(InvalidTransition, on_invalid_transition)
+    api.add_exception_handler(CannotRerun, on_cannot_rerun)
+    api.add_exception_handler(Forbidden, on_forbidden)
+    api.add_exception_handler(Http404, on_not_found)
+    api.add_exception_handler(AuthenticationError, on_unauthenticated)
+    api.add_exception_handler(ValidationError, on_validation)
+    api.add_exception_handler(HttpError, on_http_error)

@@ -1,0 +1,106 @@
+"""/api/runs: list with filters, detail with node states, and run control."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from ninja import Query, Router, Schema
+
+from control_unit import run_actions
+from control_unit.models import Run
+from web_ui.api.schemas import ErrorOut, RerunIn, RunDetailOut, RunOut
+from web_ui.roles import EDITOR, VIEWER, require_role
+
+router = Router(tags=["runs"])
+ERRORS: dict[int, Any] = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
+NODE_FIELDS = (
+    "node_id", "state", "attempt", "reused", "reason", "inputs", "outputs", "next_nodes", "status_message",
+    "error", "logs", "dropped_log_lines", "worker", "container_id", "started_at", "finished_at",
+)  # fmt: skip
+
+
+class RunFilters(Schema):
+    pipeline: UUID | None = None
+    state: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+
+
+def run_out(run: Run, detail: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": run.id,
+        "pipeline_id": run.pipeline_id,
+        "pipeline_name": run.pipeline.name,
+        "version": run.version.number,
+        "state": run.state,
+        "reason": run.reason,
+        "source_run_id": run.source_run_id,
+        "rerun_from": run.rerun_from,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+    }
+    if detail:
+        data["input"] = run.input
+        data["nodes"] = list(run.node_runs.order_by("id").values(*NODE_FIELDS))
+    return data
+
+
+def _run(run_id: UUID) -> Run:
+    return get_object_or_404(Run.objects.select_related("pipeline", "version"), id=run_id)
+
+
+@router.get("", response={200: list[RunOut], **ERRORS})
+def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> list[dict[str, Any]]:
+    require_role(request.user, VIEWER)
+    runs = Run.objects.select_related("pipeline", "version")
+    if filters.pipeline:
+        runs = runs.filter(pipeline_id=filters.pipeline)
+    if filters.state:
+        runs = runs.filter(state=filters.state)
+    if filters.since:
+        runs = runs.filter(created_at__gte=filters.since)
+    if filters.until:
+        runs = runs.filter(created_at__lt=filters.until)
+    return [run_out(run) for run in runs[: max(1, min(filters.limit, 1000))]]
+
+
+@router.get("/{run_id}", response={200: RunDetailOut, **ERRORS})
+def get_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
+    require_role(request.user, VIEWER)
+    return run_out(_run(run_id), detail=True)
+
+
+@router.post("/{run_id}/pause", response={200: RunOut, **ERRORS})
+def pause_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
+    require_role(request.user, EDITOR)
+    return run_out(run_actions.do_pause_run(_run(run_id).id))
+
+
+@router.post("/{run_id}/resume", response={200: RunOut, **ERRORS})
+def resume_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
+    require_role(request.user, EDITOR)
+    return run_out(run_actions.do_resume_run(_run(run_id).id))
+
+
+@router.post("/{run_id}/cancel", response={200: RunOut, **ERRORS})
+def cancel_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
+    require_role(request.user, EDITOR)
+    return run_out(run_actions.do_cancel_run(_run(run_id).id))
+
+
+@router.post("/{run_id}/restart", response={201: RunOut, **ERRORS})
+def restart_run(request: HttpRequest, run_id: UUID) -> tuple[int, dict[str, Any]]:
+    require_role(request.user, EDITOR)
+    return 201, run_out(run_actions.do_restart_run(_run(run_id).id, request.user))
+
+
+@router.post("/{run_id}/rerun", response={201: RunOut, **ERRORS})
+def rerun_from(request: HttpRequest, run_id: UUID, payload: RerunIn) -> tuple[int, dict[str, Any]]:
+    require_role(request.user, EDITOR)
+    return 201, run_out(run_actions.do_rerun_from(_run(run_id).id, payload.node_id, request.user))

@@ -1,0 +1,119 @@
+"""Request and response shapes of the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from ninja import Schema
+from pydantic import Field
+
+
+class ErrorOut(Schema):
+    code: str
+    message: str
+
+
+class ProblemOut(Schema):
+    code: str
+    message: str
+    node: str | None = None
+    edge: str | None = None
+
+
+class InvalidPipelineOut(ErrorOut):
+    problems: list[ProblemOut]
+
+
+class PipelineIn(Schema):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    document: dict[str, Any]
+
+
+class PipelinePatch(Schema):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = None
+
+
+class DocumentIn(Schema):
+    document: dict[str, Any]
+
+
+class DuplicateIn(Schema):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class ValidationOut(Schema):
+    valid: bool
+    problems: list[ProblemOut]
+
+
+class PipelineOut(Schema):
+    id: UUID
+    name: str
+    description: str
+    latest_version: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PipelineDetailOut(PipelineOut):
+    document: dict[str, Any] | None
+
+
+class VersionOut(Schema):
+    number: int
+    created_at: datetime
+
+
+class VersionDetailOut(VersionOut):
+    document: dict[str, Any]
+
+
+class RunIn(Schema):
+    input: Any = None
+    version: int | None = None
+
+
+class RerunIn(Schema):
+    node_id: str = Field(min_length=1, max_length=64)
+
+
+class NodeRunOut(Schema):
+    node_id: str
+    state: str
+    attempt: int
+    reused: bool
+    reason: str
+    inputs: dict[str, Any] | None
+    outputs: dict[str, Any] | None
+    next_nodes: list[str] | None
+    status_message: str
+    error: dict[str, Any] | None
+    logs: list[dict[str, Any]]
+    dropped_log_lines: int
+    worker: str
+    container_id: str
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunOut(Schema):
+    id: UUID
+    pipeline_id: UUID
+    pipeline_name: str
+    version: int
+    state: str
+    reason: str
+    source_run_id: UUID | None
+    rerun_from: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunDetailOut(RunOut):
+    input: Any
+    nodes: list[NodeRunOut]

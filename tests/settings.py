@@ -10,9 +10,12 @@ import os
 os.environ["FLOWKIT_ENV_FILE"] = ""
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-never-used-in-production-0123456789")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/flowkit")
-# One queue per pytest process, so parallel test processes never take each other's jobs.
-os.environ.setdefault(
-    "FLOWKIT_CELERY_QUEUE", f"flowkit-test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{os.getpid()}"
-)
+# One queue per pytest process, so parallel test processes never take each other's
+# jobs. xdist workers inherit the controller's environment, so the queue is claimed
+# by its owner; the Celery worker a test process starts inherits the owner's claim.
+_owner = os.environ.get("PYTEST_XDIST_WORKER", "main")
+if os.environ.get("FLOWKIT_TEST_QUEUE_OWNER") != _owner:
+    os.environ["FLOWKIT_CELERY_QUEUE"] = f"flowkit-test-{_owner}-{os.getpid()}"
+    os.environ["FLOWKIT_TEST_QUEUE_OWNER"] = _owner
 
-from web_ui.settings import *  # noqa: F403
+from web_ui.settings import *  # noqa: E402, F403 - the environment above must be set first

@@ -10,7 +10,7 @@ from uuid import UUID
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
-from ninja import Body, Router
+from ninja import Body, Router, Status
 
 from control_unit import pipeline_actions
 from control_unit.graph import validate_document
@@ -63,12 +63,12 @@ def list_pipelines(request: HttpRequest, search: str = "") -> list[dict[str, Any
 
 
 @router.post("", response={201: PipelineDetailOut, **ERRORS})
-def create_pipeline(request: HttpRequest, payload: PipelineIn) -> tuple[int, dict[str, Any]]:
+def create_pipeline(request: HttpRequest, payload: PipelineIn) -> Status[Any]:
     require_role(request.user, EDITOR)
     pipeline = pipeline_actions.do_create_pipeline(
         payload.name, payload.document, request.user, payload.description
     )
-    return 201, pipeline_out(pipeline, with_document=True)
+    return Status(201, pipeline_out(pipeline, with_document=True))
 
 
 @router.post("/validate", response={200: ValidationOut, **ERRORS})
@@ -83,10 +83,10 @@ def validate(request: HttpRequest, payload: DocumentIn) -> dict[str, Any]:
 
 
 @router.post("/import", response={201: PipelineDetailOut, **ERRORS})
-def import_pipeline(request: HttpRequest, payload: dict[str, Any] = Body(...)) -> tuple[int, dict[str, Any]]:  # noqa: B008
+def import_pipeline(request: HttpRequest, payload: dict[str, Any] = Body(...)) -> Status[Any]:  # noqa: B008
     require_role(request.user, EDITOR)
     pipeline = pipeline_actions.do_import_pipeline(payload, request.user)
-    return 201, pipeline_out(pipeline, with_document=True)
+    return Status(201, pipeline_out(pipeline, with_document=True))
 
 
 @router.get("/{pipeline_id}", response={200: PipelineDetailOut, **ERRORS})
@@ -105,12 +105,10 @@ def update_pipeline(request: HttpRequest, pipeline_id: UUID, payload: PipelinePa
 
 
 @router.put("/{pipeline_id}/document", response={201: VersionOut, **ERRORS})
-def save_document(
-    request: HttpRequest, pipeline_id: UUID, payload: DocumentIn
-) -> tuple[int, PipelineVersion]:
+def save_document(request: HttpRequest, pipeline_id: UUID, payload: DocumentIn) -> Status[Any]:
     require_role(request.user, EDITOR)
     pipeline = get_object_or_404(Pipeline, id=pipeline_id)
-    return 201, pipeline_actions.do_save_version(pipeline, payload.document, request.user)
+    return Status(201, pipeline_actions.do_save_version(pipeline, payload.document, request.user))
 
 
 @router.get("/{pipeline_id}/versions", response={200: list[VersionOut], **ERRORS})
@@ -126,19 +124,18 @@ def get_version(request: HttpRequest, pipeline_id: UUID, number: int) -> Pipelin
 
 
 @router.post("/{pipeline_id}/duplicate", response={201: PipelineDetailOut, **ERRORS})
-def duplicate_pipeline(
-    request: HttpRequest, pipeline_id: UUID, payload: DuplicateIn
-) -> tuple[int, dict[str, Any]]:
+def duplicate_pipeline(request: HttpRequest, pipeline_id: UUID, payload: DuplicateIn) -> Status[Any]:
     require_role(request.user, EDITOR)
     source = get_object_or_404(Pipeline, id=pipeline_id)
-    return 201, pipeline_out(pipeline_actions.do_duplicate_pipeline(source, payload.name, request.user), True)
+    copy = pipeline_actions.do_duplicate_pipeline(source, payload.name, request.user)
+    return Status(201, pipeline_out(copy, with_document=True))
 
 
 @router.delete("/{pipeline_id}", response={204: None, **ERRORS})
-def delete_pipeline(request: HttpRequest, pipeline_id: UUID) -> tuple[int, None]:
+def delete_pipeline(request: HttpRequest, pipeline_id: UUID) -> Status[Any]:
     require_role(request.user, EDITOR)
     pipeline_actions.do_delete_pipeline(get_object_or_404(Pipeline, id=pipeline_id))
-    return 204, None
+    return Status(204, None)
 
 
 @router.get("/{pipeline_id}/export", response={200: dict[str, Any], **ERRORS})
@@ -154,11 +151,11 @@ def export_pipeline(request: HttpRequest, pipeline_id: UUID) -> HttpResponse:
 
 
 @router.post("/{pipeline_id}/runs", response={201: RunOut, **ERRORS})
-def start_run(request: HttpRequest, pipeline_id: UUID, payload: RunIn) -> tuple[int, dict[str, Any]]:
+def start_run(request: HttpRequest, pipeline_id: UUID, payload: RunIn) -> Status[Any]:
     require_role(request.user, EDITOR)
     pipeline = get_object_or_404(Pipeline, id=pipeline_id)
     versions = pipeline.versions.all()
     version = get_object_or_404(versions, number=payload.version) if payload.version else versions.first()
     if version is None:
         raise PipelineVersion.DoesNotExist(f"pipeline {pipeline.name!r} has no saved version")
-    return 201, run_out(do_start_run(version, payload.input, request.user))
+    return Status(201, run_out(do_start_run(version, payload.input, request.user)))

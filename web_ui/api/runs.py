@@ -8,7 +8,7 @@ from uuid import UUID
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
-from ninja import Query, Router, Schema
+from ninja import Query, Router, Schema, Status
 
 from control_unit import run_actions
 from control_unit.models import Run
@@ -95,12 +95,12 @@ def cancel_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
 
 
 @router.post("/{run_id}/restart", response={201: RunOut, **ERRORS})
-def restart_run(request: HttpRequest, run_id: UUID) -> tuple[int, dict[str, Any]]:
+def restart_run(request: HttpRequest, run_id: UUID) -> Status[Any]:
     require_role(request.user, EDITOR)
-    return 201, run_out(run_actions.do_restart_run(_run(run_id).id, request.user))
+    return Status(201, run_out(run_actions.do_restart_run(_run(run_id).id, request.user)))
 
 
 @router.post("/{run_id}/rerun", response={201: RunOut, **ERRORS})
-def rerun_from(request: HttpRequest, run_id: UUID, payload: RerunIn) -> tuple[int, dict[str, Any]]:
+def rerun_from(request: HttpRequest, run_id: UUID, payload: RerunIn) -> Status[Any]:
     require_role(request.user, EDITOR)
-    return 201, run_out(run_actions.do_rerun_from(_run(run_id).id, payload.node_id, request.user))
+    return Status(201, run_out(run_actions.do_rerun_from(_run(run_id).id, payload.node_id, request.user)))

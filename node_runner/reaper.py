@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import docker.errors
+
 from node_runner.container_spec import ROLE_LABEL, ROLE_NPU
 from node_runner.docker_engine import engine
 
@@ -13,9 +17,13 @@ def reap_npu_containers(*, include_running: bool = False) -> list[str]:
     e.g. at worker start-up after a crash.
     """
     removed: list[str] = []
-    for container in engine().containers.list(all=True, filters={"label": f"{ROLE_LABEL}={ROLE_NPU}"}):
-        if container.status == "running" and not include_running:
+    # sparse: the listing's own state, without an inspect per container that would
+    # race with runners removing their containers right now.
+    npus = engine().containers.list(all=True, sparse=True, filters={"label": f"{ROLE_LABEL}={ROLE_NPU}"})
+    for container in npus:
+        if container.status in ("running", "paused") and not include_running:
             continue
-        container.remove(force=True)
-        removed.append(container.short_id)
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+            removed.append(container.short_id)
     return removed

@@ -11,7 +11,9 @@ ADD = (Path(__file__).resolve().parents[2] / "examples/nodes/add.py").read_text(
 
 
 def npu_containers_of(docker_engine, test_run):
-    return docker_engine.containers.list(all=True, filters={"label": f"flowkit.test_run={test_run.id}"})
+    return docker_engine.containers.list(
+        all=True, sparse=True, filters={"label": f"flowkit.test_run={test_run.id}"}
+    )
 
 
 def test_busy_loop_is_killed_at_its_timeout_and_its_container_removed(run_node, docker_engine):

@@ -34,8 +34,9 @@ def single_node_version(name, code, **limits):
 
 
 def npu_of(docker_engine, run, node_id="work"):
+    # sparse: no per-container inspect, which races with the runner removing it
     containers = docker_engine.containers.list(
-        all=True, filters={"label": [f"flowkit.run={run.id}", f"flowkit.node={node_id}"]}
+        all=True, sparse=True, filters={"label": [f"flowkit.run={run.id}", f"flowkit.node={node_id}"]}
     )
     return containers[0] if containers else None
 
@@ -106,7 +107,9 @@ def test_cancel_kills_running_npus_and_marks_every_unfinished_node(
     while npu_of(docker_engine, run) is not None:
         assert time.monotonic() < deadline, "the cancelled node's NPU is still there"
         time.sleep(0.1)
-    assert docker_engine.containers.list(all=True, filters={"label": f"flowkit.run={run.id}"}) == []
+    assert (
+        docker_engine.containers.list(all=True, sparse=True, filters={"label": f"flowkit.run={run.id}"}) == []
+    )
 
 
 def test_cancel_of_a_finished_run_is_refused(celery_worker, transactional_db):

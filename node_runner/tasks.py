@@ -13,10 +13,49 @@ from control_unit.actions import do_claim_node_test_run, do_finish_node_test_run
 from control_unit.models import NodeTestRun, Run
 from control_unit.run_actions import do_claim_node, do_record_node_outcome
 from node_runner.limits import LimitError, NodeLimits
-from node_runner.npu_execution import NpuOutcome, NpuUnavailable, execute_in_npu
+from node_runner.npu_execution import NpuOutcome, NpuUnavailable, RunControl, execute_in_npu
 from node_runner.wire import NpuJob
+from secret_manager.actions import resolve_secrets
+from secret_manager.errors import SecretError, UnknownSecret
+from secret_manager.masking import Masker
+from secret_manager.references import referenced_names
 
 log = logging.getLogger(__name__)
+
+
+def execute_node(
+    *,
+    node_id: str,
+    label: str,
+    code: str,
+    inputs: dict[str, Any],
+    attempt: int,
+    limits: dict[str, Any],
+    labels: dict[str, str],
+    run_ref: str,
+    control: RunControl | None = None,
+) -> dict[str, Any]:
+    """Resolve the node's secrets, run it in a fresh NPU, and return its outcome with
+    every secret value (and its common encodings) masked, ready to be stored."""
+    try:
+        secrets = resolve_secrets(referenced_names(code), run_id=run_ref, node_id=node_id)
+    except UnknownSecret as exc:
+        # Before any container exists: the node cannot run without it.
+        return {"error": {"error_type": "SecretNotDefined", "message": str(exc)}}
+    except SecretError as exc:
+        return {"error": {"error_type": type(exc).__name__, "message": str(exc)}}
+    masker = Masker(secrets.values())
+    job = NpuJob(node_id=node_id, label=label, code=code, inputs=inputs, secrets=secrets, attempt=attempt)
+    try:
+        outcome = execute_in_npu(job, NodeLimits.from_overrides(limits), labels, control=control)
+        result = outcome_record(outcome)
+    except (NpuUnavailable, LimitError) as exc:
+        result = {"error": {"error_type": type(exc).__name__, "message": str(exc)}}
+    except Exception as exc:
+        result = {"error": {"error_type": "RunnerError", "message": f"the node runner failed: {exc!r}"}}
+        log.exception("node %s of %s: the runner failed", node_id, run_ref)
+    masked: dict[str, Any] = masker.mask(result)
+    return masked
 
 
 @shared_task(name="node_runner.run_node_test")
@@ -25,30 +64,18 @@ def run_node_test(test_run_id: str) -> None:
         log.info("node test run %s is already taken or finished; skipping", test_run_id)
         return
     test_run = NodeTestRun.objects.get(id=test_run_id)
-    job = NpuJob(
+    result = execute_node(
         node_id=test_run.label or "node",
         label=test_run.label,
         code=test_run.code,
         inputs=test_run.inputs,
-        secrets={},
+        attempt=1,
+        limits=test_run.limits,
+        labels={"flowkit.test_run": test_run_id},
+        run_ref=f"test-{test_run_id}",
     )
-    labels = {"flowkit.test_run": test_run_id}
-    try:
-        outcome = execute_in_npu(job, NodeLimits.from_overrides(test_run.limits), labels)
-    except NpuUnavailable as exc:
-        do_finish_node_test_run(
-            test_run_id, result={"error": {"error_type": "NpuUnavailable", "message": str(exc)}}
-        )
-        return
-    except Exception as exc:
-        # Never leave the test run in "running": record why, then let Celery log it.
-        do_finish_node_test_run(
-            test_run_id,
-            result={"error": {"error_type": "RunnerError", "message": f"the node runner failed: {exc!r}"}},
-        )
-        raise
-    do_finish_node_test_run(test_run_id, result=outcome_record(outcome))
-    log.info("node test run %s finished: %s", test_run_id, "failed" if outcome.error else "succeeded")
+    do_finish_node_test_run(test_run_id, result=result)
+    log.info("node test run %s finished: %s", test_run_id, "failed" if result.get("error") else "succeeded")
 
 
 def run_control(run_id: str) -> Callable[[], str]:
@@ -73,27 +100,17 @@ def run_node(run_id: str, node_id: str, attempt: int) -> None:
     if claimed is None:
         log.info("run %s node %s attempt %s: nothing to do", run_id, node_id, attempt)
         return
-    job = NpuJob(
+    result = execute_node(
         node_id=node_id,
         label=claimed.label,
         code=claimed.code,
         inputs=claimed.inputs,
-        secrets={},
         attempt=attempt,
+        limits=claimed.limits,
+        labels={"flowkit.run": run_id, "flowkit.node": node_id, "flowkit.attempt": str(attempt)},
+        run_ref=run_id,
+        control=run_control(run_id),
     )
-    labels = {"flowkit.run": run_id, "flowkit.node": node_id, "flowkit.attempt": str(attempt)}
-    try:
-        limits = NodeLimits.from_overrides(claimed.limits)
-        outcome = execute_in_npu(job, limits, labels, control=run_control(run_id))
-        result = outcome_record(outcome)
-    except (NpuUnavailable, LimitError) as exc:
-        result = {"error": {"error_type": type(exc).__name__, "message": str(exc)}}
-    except Exception as exc:
-        do_record_node_outcome(
-            run_id, node_id, attempt,
-            {"error": {"error_type": "RunnerError", "message": f"the node runner failed: {exc!r}"}},
-        )  # fmt: skip
-        raise
     applied = do_record_node_outcome(run_id, node_id, attempt, result)
     verdict = "failed" if result.get("error") else "succeeded"
     log.info(

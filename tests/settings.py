@@ -10,6 +10,7 @@ import os
 os.environ["FLOWKIT_ENV_FILE"] = ""
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-never-used-in-production-0123456789")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/flowkit")
+os.environ.setdefault("FLOWKIT_SECRET_KEYS", "wZ_fKAxVVBBX6HhqNgFF90mwkdyfYgK6eEtan9XERcc=")  # tests only
 # One queue per pytest process, so parallel test processes never take each other's
 # jobs. xdist workers inherit the controller's environment, so the queue is claimed
 # by its owner; the Celery worker a test process starts inherits the owner's claim.

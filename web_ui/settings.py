@@ -15,6 +15,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
+from secret_manager.vault import load_keys
 from web_ui.env import env_bool, env_choice, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -68,6 +69,9 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "web_ui.urls"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
 ASGI_APPLICATION = "web_ui.asgi.application"
 
 TEMPLATES = [
@@ -139,6 +143,10 @@ FLOWKIT_NPU_MAX_LOG_LINES = env_int("FLOWKIT_NPU_MAX_LOG_LINES", 5000, minimum=1
 FLOWKIT_NPU_MAX_LOG_BYTES = env_int("FLOWKIT_NPU_MAX_LOG_BYTES", 2 * 1024 * 1024, minimum=1024)
 FLOWKIT_NPU_MAX_LOG_LINE_BYTES = env_int("FLOWKIT_NPU_MAX_LOG_LINE_BYTES", 16 * 1024, minimum=80)
 FLOWKIT_NPU_FLOOD_BYTES = env_int("FLOWKIT_NPU_FLOOD_BYTES", 32 * 1024 * 1024, minimum=1024)
+
+# Secret vault master keys (Fernet; the first encrypts, all decrypt). From the
+# environment or a _FILE, never from the database; mandatory outside DEBUG.
+FLOWKIT_SECRET_KEYS = load_keys(env_secret("FLOWKIT_SECRET_KEYS"), debug=DEBUG)
 
 # Pipeline documents: larger ones are refused with a clear error.
 FLOWKIT_MAX_DOCUMENT_BYTES = env_int("FLOWKIT_MAX_DOCUMENT_BYTES", 4 * 1024 * 1024, minimum=1024)

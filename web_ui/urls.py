@@ -1,6 +1,8 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from django.views.generic import RedirectView
 
+from web_ui import vault_views
 from web_ui.api.api import api
 from web_ui.health import healthz
 
@@ -8,4 +10,10 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/", api.urls),
     path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("vault/", vault_views.vault, name="vault"),
+    path("vault/audit/", vault_views.audit, name="vault-audit"),
+    path("vault/<str:name>/replace/", vault_views.replace_secret, name="vault-replace"),
+    path("vault/<str:name>/delete/", vault_views.delete_secret, name="vault-delete"),
+    path("", RedirectView.as_view(pattern_name="vault"), name="home"),
 ]

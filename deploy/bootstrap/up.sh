@@ -24,6 +24,11 @@ ensure_env_file() {
       echo "ALLOWED_HOSTS=localhost,127.0.0.1,[::1]"
     } >"$env_file"
   fi
+  if ! grep -q '^FLOWKIT_SECRET_KEYS=' "$env_file"; then
+    say "adding a secret-vault master key to $env_file (back it up: without it no secret can be read)"
+    umask 077
+    echo "FLOWKIT_SECRET_KEYS=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_')" >>"$env_file"
+  fi
 }
 
 stop_process() { # $1: name

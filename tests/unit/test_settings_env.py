@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from tests.unit.conftest import REPO
@@ -238,11 +239,30 @@ def test_start_up_without_secret_key_works_with_debug_on(tmp_path):
     assert started.stdout.strip() == "started"
 
 
-def test_start_up_with_a_secret_key_works_with_debug_off(tmp_path):
-    started = start_django(tmp_path, SECRET_KEY="k" * 50)
+def test_start_up_with_a_secret_key_and_vault_keys_works_with_debug_off(tmp_path):
+    started = start_django(tmp_path, SECRET_KEY="k" * 50, FLOWKIT_SECRET_KEYS=Fernet.generate_key().decode())
 
     assert started.returncode == 0, started.stderr
     assert started.stdout.strip() == "started"
+
+
+def test_start_up_without_vault_keys_fails_when_debug_is_off(tmp_path):
+    started = start_django(tmp_path, SECRET_KEY="k" * 50)
+
+    assert started.returncode != 0
+    assert last_line(started.stderr).startswith(
+        "django.core.exceptions.ImproperlyConfigured: FLOWKIT_SECRET_KEYS is not set"
+    )
+
+
+def test_start_up_reads_vault_keys_from_a_file_and_never_echoes_a_bad_key(tmp_path):
+    key_file = tmp_path / "vault-keys"
+    key_file.write_text("not-a-fernet-key-but-still-secret\n")
+    started = start_django(tmp_path, SECRET_KEY="k" * 50, FLOWKIT_SECRET_KEYS_FILE=str(key_file))
+
+    assert started.returncode != 0
+    assert "key 1 of 1 is not a valid Fernet key" in started.stderr
+    assert "not-a-fernet-key" not in started.stderr
 
 
 def test_start_up_fails_when_secret_key_file_is_missing(tmp_path):

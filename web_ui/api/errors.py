@@ -10,6 +10,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from control_unit.fcb import CannotRerun, InvalidTransition
 from control_unit.graph import InvalidPipeline
+from secret_manager.errors import DuplicateSecret, SecretError, UnknownSecret
 from web_ui.roles import Forbidden
 
 
@@ -47,6 +48,14 @@ def install_error_handlers(api: NinjaAPI) -> None:
     def on_http_error(request: HttpRequest, exc: Any) -> HttpResponse:
         return error(api, request, exc.status_code, "http_error", str(exc))
 
+    def on_secret_error(request: HttpRequest, exc: Any) -> HttpResponse:
+        if isinstance(exc, UnknownSecret):
+            return error(api, request, 404, "unknown_secret", str(exc))
+        if isinstance(exc, DuplicateSecret):
+            return error(api, request, 409, "duplicate_secret", str(exc))
+        return error(api, request, 422, "invalid_secret", str(exc))
+
+    api.add_exception_handler(SecretError, on_secret_error)
     api.add_exception_handler(InvalidPipeline, on_invalid_pipeline)
     api.add_exception_handler(InvalidTransition, on_invalid_transition)
     api.add_exception_handler(CannotRerun, on_cannot_rerun)

@@ -32,7 +32,9 @@ def test_the_login_page_logs_a_user_in():
     User.objects.create_user("someone", password="a long enough password 123")
     client = Client()
     assert client.get("/accounts/login/").status_code == 200
-    response = client.post("/accounts/login/", {"username": "someone", "password": "a long enough password 123"})
+    response = client.post(
+        "/accounts/login/", {"username": "someone", "password": "a long enough password 123"}
+    )
     assert response.status_code == 302
     assert client.get("/vault/").status_code == 200
 

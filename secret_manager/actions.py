@@ -50,8 +50,19 @@ def validate_value(value: str) -> None:
 
 
 def _validate_description(description: str | None) -> None:
-    if description is not None and not isinstance(description, str):
+    if description is None:
+        return
+    if not isinstance(description, str):
         raise InvalidSecretValue(f"a secret description must be text, not {type(description).__name__}")
+    # PostgreSQL text holds neither NUL nor unpaired surrogates: refuse them clearly here.
+    if _storable(description) != description:
+        raise InvalidSecretValue("a secret description cannot contain NUL characters or unpaired surrogates")
+
+
+def _storable(text: str, limit: int | None = None) -> str:
+    """``text`` as PostgreSQL can store it: NUL and unpaired surrogates escaped."""
+    safe = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return safe[:limit]
 
 
 def _actor(user: Any) -> tuple[Any, str]:
@@ -74,9 +85,12 @@ def _audit(
     detail: str = "",
 ) -> SecretAuditEvent:
     actor, actor_name = _actor(user)
+    # Names and details of refused requests are whatever the requester sent; an audit
+    # event must still be written, so they are made storable rather than refused.
     return SecretAuditEvent.objects.create(
-        action=action, names=names, actor=actor, actor_name=actor_name,
-        run_id=run_id[:_ID_CHARS], node_id=node_id[:_ID_CHARS], detail=detail,
+        action=action, names=[_storable(name, _ID_CHARS) for name in names], actor=actor,
+        actor_name=actor_name, run_id=_storable(run_id, _ID_CHARS), node_id=_storable(node_id, _ID_CHARS),
+        detail=_storable(detail),
     )  # fmt: skip
 
 
@@ -195,8 +209,7 @@ def resolve_secrets(names: list[str], *, run_id: str, node_id: str) -> dict[str,
 
 def do_record_denied(user: Any, action: str, names: list[str], detail: str) -> SecretAuditEvent:
     """Audit a refused attempt (``action`` is what was attempted: create, update, ...)."""
-    # The names come from the refused request itself: keep them short and textual.
-    shown = [str(name)[:_ID_CHARS] for name in names if name]
+    shown = [str(name) for name in names if name]
     summary = f"{action} refused: {detail}" if detail else f"{action} refused"
     return _audit(AuditAction.DENIED, shown, user=user, detail=summary)
 

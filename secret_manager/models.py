@@ -63,7 +63,6 @@ class AuditEventQuerySet(models.QuerySet["SecretAuditEvent"]):
     who it was."""
 
     def update(self, **kwargs: Any) -> int:
-        return super().update(**kwargs)
         raise AuditLogIsAppendOnly("the secret audit log is append-only: events cannot be updated")
 
     def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:

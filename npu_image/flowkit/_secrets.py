@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import re
 
-# Keep in step with node_runner/references.py (a unit test compares the two).
+# Keep in step with secret_manager/references.py (a unit test compares the two).
 REFERENCE = re.compile(r"<<<secret::([A-Za-z_][A-Za-z0-9_]{0,127})>>>")
 
 

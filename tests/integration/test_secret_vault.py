@@ -353,6 +353,20 @@ def test_a_denied_attempt_is_audited_with_who_tried_what(alice):
     ]
 
 
+def test_a_denied_attempt_with_unstorable_names_is_still_recorded(alice):
+    do_record_denied(alice, "create\x00", ["A\x00B", "X\ud800Y", "K" * 500, ""], "role\x00needed")
+    [event] = events("denied")
+    assert event.names == ["A\\x00B", "X\\ud800Y", "K" * 200]
+    assert event.detail == "create\\x00 refused: role\\x00needed"
+
+
+@pytest.mark.parametrize("description", ["with\x00nul", "with \udc80 surrogate", 42])
+def test_a_description_the_database_cannot_hold_is_refused_clearly(alice, description):
+    with pytest.raises(InvalidSecretValue, match="description"):
+        do_set_secret("DESCRIBED", "value-1234", user=alice, description=description)
+    assert Secret.objects.count() == 0
+
+
 def test_the_audit_log_is_newest_first_and_limited(alice):
     for number in range(5):
         do_record_denied(alice, "update", [f"KEY_{number}"], "")

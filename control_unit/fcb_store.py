@@ -7,6 +7,7 @@ same object as before is exactly one that changed; only those rows are written.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 from django.db import transaction
@@ -15,6 +16,8 @@ from django.utils import timezone
 from control_unit.fcb import TERMINAL_NODE_STATES, TERMINAL_RUN_STATES, Fcb, NodeRecord, Step
 from control_unit.graph import Graph, parse_graph
 from control_unit.models import NodeRun, PipelineVersion, Run, RunTransition
+
+log = logging.getLogger(__name__)
 
 NODE_FIELDS = (
     "state", "attempt", "dispatched", "inputs", "outputs", "next_nodes",
@@ -91,7 +94,7 @@ def save_step(run: Run, before: Fcb, step: Step, rows: dict[str, NodeRun]) -> No
         if run.state in TERMINAL_RUN_STATES:
             run.finished_at = now
         run.save(update_fields=["state", "reason", "started_at", "finished_at"])
-    RunTransition.objects.bulk_create(
+    created = RunTransition.objects.bulk_create(
         RunTransition(
             run=run,
             node_id=t.node_id or "",
@@ -102,10 +105,22 @@ def save_step(run: Run, before: Fcb, step: Step, rows: dict[str, NodeRun]) -> No
         )
         for t in step.transitions
     )
+    if created:
+        transition_ids = [transition.id for transition in created]
+        transaction.on_commit(lambda: _broadcast(str(run.id), transition_ids))
     dispatches = [(d.node_id, d.attempt, d.delay_s) for d in step.dispatches]
     if dispatches:
         run_id = str(run.id)
         transaction.on_commit(lambda: _send(run_id, dispatches))
+
+
+def _broadcast(run_id: str, transition_ids: list[int]) -> None:
+    from trace_monitor.run_stream import broadcast_transitions
+
+    try:
+        broadcast_transitions(run_id, transition_ids)
+    except Exception:
+        log.warning("could not broadcast the events of run %s", run_id, exc_info=True)
 
 
 def _send(run_id: str, dispatches: list[tuple[str, int, float]]) -> None:

@@ -369,14 +369,23 @@ def cancel(graph: Graph, fcb: Fcb, reason: str = "cancelled by user") -> Step:
 
 
 def rerun_from(graph: Graph, original: Fcb, node_id: str) -> Fcb:
-    """A new FCB that reuses what ran outside ``node_id`` and its downstream."""
+    """A new FCB that runs ``node_id`` and its downstream again and reuses the rest.
+
+    A node outside that downstream keeps its recorded result (succeeded: its outputs,
+    shown as reused; skipped; failed with continue_on_error) unless one of its own
+    upstream nodes runs again, or it did not finish well (failed, cancelled): then it
+    runs again too, so routing stays consistent. ``node_id``'s upstream must be
+    reusable as recorded.
+    """
     if node_id not in graph.nodes:
         raise CannotRerun(f"node {node_id} is not in this pipeline version")
     again = graph.descendants(node_id) | {node_id}
-    ancestors = graph.ancestors(node_id)
     nodes: dict[str, NodeRecord] = {}
-    for name, record in original.nodes.items():
-        if name in again:
+    for name in graph.topological_order():
+        record = original.nodes[name]
+        continues = graph.nodes[name].continue_on_error
+        if name in again or any(up in again for up in graph.upstream(name)):
+            again = again | {name}
             nodes[name] = NodeRecord()
         elif record.state == SUCCEEDED:
             nodes[name] = NodeRecord(
@@ -388,15 +397,17 @@ def rerun_from(graph: Graph, original: Fcb, node_id: str) -> Fcb:
                 reused=True,
                 reason="reused from the original run",
             )
-        elif record.state == SKIPPED:
-            nodes[name] = NodeRecord(state=SKIPPED, reused=True, reason=record.reason)
-        elif name in ancestors:
-            raise CannotRerun(
-                f"cannot rerun from {node_id}: upstream node {name} did not succeed in the original run "
-                f"({record.state})"
-            )
+        elif record.state == SKIPPED or (record.state == FAILED and continues):
+            nodes[name] = replace(record, reused=True, dispatched=False)
         else:
+            again = again | {name}
             nodes[name] = NodeRecord()
+    for ancestor in graph.ancestors(node_id):
+        if ancestor in again:
+            raise CannotRerun(
+                f"cannot rerun from {node_id}: upstream node {ancestor} did not succeed in the original run "
+                f"({original.nodes[ancestor].state})"
+            )
     return Fcb(run_state=QUEUED, run_input=original.run_input, nodes=nodes, forced=frozenset({node_id}))
 
 

@@ -8,6 +8,7 @@ rebuilt only when the files under npu_image/ change (their hash is a label).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -70,6 +71,9 @@ def build_npu_image(base: str = "auto", *, force: bool = False, say: Say = print
     except docker.errors.BuildError as exc:
         tail = "".join(str(line.get("stream", "")) for line in exc.build_log)[-2000:]
         raise NpuImageError(f"docker build of {tag} failed: {exc}\n{tail}") from None
+    # Earlier builds of the NPU image are left untagged; drop them.
+    with contextlib.suppress(docker.errors.APIError):
+        engine().images.prune(filters={"dangling": True, "label": SOURCE_LABEL})
     say(f"built NPU image {tag}")
     return tag
 

@@ -155,6 +155,12 @@ class Run(models.Model):
 class NodeRun(models.Model):
     """The FCB record of one node in one run (its latest attempt)."""
 
+    # What anyone allowed to see the run sees of a node (already masked when stored).
+    VISIBLE_FIELDS = (
+        "node_id", "state", "attempt", "reused", "reason", "inputs", "outputs", "next_nodes",
+        "status_message", "error", "logs", "dropped_log_lines", "started_at", "finished_at",
+    )  # fmt: skip
+
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="node_runs")
     node_id = models.CharField(max_length=64)
     state = models.CharField(max_length=16, choices=NodeState.choices, default=NodeState.PENDING)

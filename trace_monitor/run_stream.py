@@ -16,10 +16,7 @@ from channels.layers import get_channel_layer
 
 from control_unit.models import NodeRun, Run, RunTransition
 
-NODE_FIELDS = (
-    "node_id", "state", "attempt", "reused", "reason", "inputs", "outputs", "next_nodes",
-    "status_message", "error", "logs", "dropped_log_lines", "started_at", "finished_at",
-)  # fmt: skip
+NODE_FIELDS = NodeRun.VISIBLE_FIELDS
 
 
 def group_name(run_id: UUID | str) -> str:

@@ -11,16 +11,13 @@ from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema, Status
 
 from control_unit import run_actions
-from control_unit.models import Run
+from control_unit.models import NodeRun, Run
 from web_ui.api.schemas import ErrorOut, RerunIn, RunDetailOut, RunOut
 from web_ui.roles import EDITOR, VIEWER, require_role
 
 router = Router(tags=["runs"])
 ERRORS: dict[int, Any] = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
-NODE_FIELDS = (
-    "node_id", "state", "attempt", "reused", "reason", "inputs", "outputs", "next_nodes", "status_message",
-    "error", "logs", "dropped_log_lines", "worker", "container_id", "started_at", "finished_at",
-)  # fmt: skip
+NODE_FIELDS = (*NodeRun.VISIBLE_FIELDS, "worker", "container_id")
 
 
 class RunFilters(Schema):

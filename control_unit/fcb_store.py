@@ -42,8 +42,15 @@ def graph_of(run: Run) -> Graph:
 
 
 def lock_run(run_id: Any) -> Run:
-    """The run row, locked until the surrounding transaction ends."""
-    return Run.objects.select_for_update().get(id=run_id)
+    """The run row, locked until the surrounding transaction ends.
+
+    FOR NO KEY UPDATE, not FOR UPDATE: it serialises the run's events all the same,
+    but leaves alone the KEY SHARE locks that inserting rows which reference the run
+    take (trace events, samples). A runner writing its log batch holds the run's trace
+    counter and then checks its foreign key; with FOR UPDATE here, an event holding
+    the run and waiting for that counter would deadlock with it.
+    """
+    return Run.objects.select_for_update(no_key=True).get(id=run_id)
 
 
 def load_fcb(run: Run) -> tuple[Fcb, dict[str, NodeRun]]:

@@ -114,7 +114,7 @@ def execute_in_npu(
 ) -> NpuOutcome:
     client = engine()
     if limits.network:
-        _ensure_npu_network(client)
+        ensure_npu_network(client)
     options = npu_container_options(
         image=settings.FLOWKIT_NPU_IMAGE,
         limits=limits,
@@ -362,13 +362,15 @@ def _remove(container: Any) -> None:
         log.exception("could not remove NPU container %s", container.id[:12])
 
 
-def _ensure_npu_network(client: Any) -> None:
+def ensure_npu_network(client: Any) -> Any:
+    """The bridge network of NPUs with network access, created on first use."""
     name = settings.FLOWKIT_NPU_NETWORK
-    if client.networks.list(names=[name]):
-        return
+    existing = client.networks.list(names=[name])
+    if existing:
+        return existing[0]
     # No container-to-container traffic: NPUs with network access still cannot
     # reach each other.
-    client.networks.create(
+    return client.networks.create(
         name,
         driver="bridge",
         options={"com.docker.network.bridge.enable_icc": "false"},

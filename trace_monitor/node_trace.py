@@ -136,7 +136,9 @@ class NodeTrace:
             if truncated:
                 data["truncated"] = truncated
             self._add(kinds.OUTPUTS, data)
-        outcome = "failed" if error else "succeeded"
+        outcome = "succeeded"
+        if error:
+            outcome = "cancelled" if error.get("error_type") == "NodeCancelled" else "failed"
         duration_s = result.get("duration_s")
         self._add(
             kinds.FINISHED,

@@ -146,8 +146,9 @@ def single_node_run(code: str, name: str = "single node", **limits: Any) -> Any:
     node: dict[str, Any] = {"id": "n", "code": code, "outputs": ["value"]}
     if limits:
         node["limits"] = limits
-    pipeline = do_create_pipeline(name, {"schema_version": 1, "nodes": [node]})
-    return do_start_run(pipeline.latest_version())
+    version = do_create_pipeline(name, {"schema_version": 1, "nodes": [node]}).latest_version()
+    assert version is not None
+    return do_start_run(version)
 
 
 @pytest.fixture

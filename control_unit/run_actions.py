@@ -138,6 +138,24 @@ def do_record_node_outcome(run_id: Any, node_id: str, attempt: int, outcome: dic
     return True
 
 
+def do_fail_stranded_attempts(
+    worker: str, reason: str, claimed_before: Any = None
+) -> list[tuple[str, str, int]]:
+    """Fail the attempts ``worker`` claimed and can no longer finish (it was lost, or
+    it restarted): each fails with WorkerLost and is retried where its node has retries
+    left. Returns the (run, node, attempt) failed. A report of the same attempt that
+    arrives later (a worker that was only slow) is then ignored by the FCB."""
+    stranded = NodeRun.objects.filter(worker=worker, state__in=("running", "paused"))
+    if claimed_before is not None:
+        stranded = stranded.filter(started_at__lt=claimed_before)
+    failed = []
+    for run_id, node_id, attempt in stranded.values_list("run_id", "node_id", "attempt"):
+        error = {"error_type": "WorkerLost", "message": reason}
+        if do_record_node_outcome(run_id, node_id, attempt, {"error": error}):
+            failed.append((str(run_id), node_id, attempt))
+    return failed
+
+
 def do_pause_run(run_id: Any) -> Run:
     return _apply(run_id, core.pause)[0]
 

@@ -1,8 +1,14 @@
 """Each worker's heartbeat: its host's CPU and memory and the NPUs it drives, sent
-to the resource monitor every FLOWKIT_WORKER_HEARTBEAT_S.
+to the resource monitor every FLOWKIT_WORKER_HEARTBEAT_S; and the recovery of work
+that a lost worker stranded.
 
 It runs as a thread of the worker's main process, started when Celery reports the
-worker ready and stopped (with a last "stopped" beat) when it shuts down.
+worker ready and stopped (with a last "stopped" beat) when it shuts down. On every
+beat each worker also looks for peers silent longer than FLOWKIT_WORKER_LOST_AFTER_S:
+their running attempts fail with WorkerLost (and are retried where the node has
+retries left) and their NPUs on this engine are removed. A worker that starts under
+the name of one that died does the same for its previous life at once. A run whose
+worker is lost therefore moves on within about LOST_AFTER_S + HEARTBEAT_S.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import logging
 import os
 import socket
 import threading
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import psutil
@@ -19,9 +27,11 @@ from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections
 
+from control_unit.run_actions import do_fail_stranded_attempts
 from node_runner.container_spec import ROLE_LABEL, ROLE_NPU
 from node_runner.docker_engine import engine
-from trace_monitor.resource_monitor import HostLoad, record_heartbeat
+from node_runner.reaper import reap_worker_containers
+from trace_monitor.resource_monitor import HostLoad, mark_lost_workers, record_heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +65,36 @@ def running_npus(worker: str) -> list[dict[str, Any]]:
     return npus
 
 
+def recover_lost_workers() -> None:
+    for name in mark_lost_workers(settings.FLOWKIT_WORKER_LOST_AFTER_S):
+        failed = do_fail_stranded_attempts(
+            name,
+            f"worker {name} was lost (no heartbeat for {settings.FLOWKIT_WORKER_LOST_AFTER_S:g} s) "
+            "while running this node",
+        )
+        removed = reap_worker_containers(name)
+        log.warning("worker %s lost: failed %d attempts, removed %d NPUs", name, len(failed), len(removed))
+
+
+def recover_previous_life(name: str, started: float) -> None:
+    """What a worker of the same name left behind before this process started."""
+    failed = do_fail_stranded_attempts(
+        name,
+        f"worker {name} restarted while running this node",
+        claimed_before=datetime.fromtimestamp(started, UTC),
+    )
+    removed = reap_worker_containers(name, created_before=started)
+    if failed or removed:
+        log.warning(
+            "%s: failed %d attempts and removed %d NPUs of its previous life", name, len(failed), len(removed)
+        )
+
+
 class Heartbeat:
     def __init__(self, name: str, concurrency: int) -> None:
         self.name = name
         self.concurrency = concurrency
+        self.started = time.time()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._beat_until_stopped, name="heartbeat", daemon=True)
 
@@ -83,10 +119,15 @@ class Heartbeat:
         )
 
     def _beat_until_stopped(self) -> None:
+        recovered = False
         while not self._stopped.is_set():
             try:
                 close_old_connections()
                 self.beat()
+                if not recovered:
+                    recover_previous_life(self.name, self.started)
+                    recovered = True
+                recover_lost_workers()
             except Exception:
                 # The monitor shows the worker as silent; the worker keeps running nodes.
                 log.warning("heartbeat of %s failed", self.name, exc_info=True)

@@ -10,6 +10,21 @@ from node_runner.container_spec import ROLE_LABEL, ROLE_NPU
 from node_runner.docker_engine import engine
 
 
+def reap_worker_containers(worker: str, created_before: float | None = None) -> list[str]:
+    """Remove the NPUs ``worker`` started (on this engine), running or not: the worker
+    is lost, or this is its new life and they belong to the old one. With
+    ``created_before`` (a Unix time), only those created before it."""
+    removed: list[str] = []
+    filters = {"label": [f"{ROLE_LABEL}={ROLE_NPU}", f"flowkit.worker={worker}"]}
+    for container in engine().containers.list(all=True, sparse=True, filters=filters):
+        if created_before is not None and int(container.attrs.get("Created", 0)) >= created_before:
+            continue
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+            removed.append(container.short_id)
+    return removed
+
+
 def reap_npu_containers(*, include_running: bool = False) -> list[str]:
     """Remove stopped NPU containers (and running ones too with include_running).
 

@@ -51,7 +51,15 @@ def execute_node(
     masker = Masker(secrets.values())
     if trace is not None:
         trace.begin(inputs, masker)
-    job = NpuJob(node_id=node_id, label=label, code=code, inputs=inputs, secrets=secrets, attempt=attempt)
+    job = NpuJob(
+        node_id=node_id,
+        label=label,
+        code=code,
+        inputs=inputs,
+        secrets=secrets,
+        attempt=attempt,
+        idempotency_key=f"{run_ref}/{node_id}",
+    )
     try:
         outcome = execute_in_npu(
             job, NodeLimits.from_overrides(limits), labels, observer=trace, control=control

@@ -33,6 +33,7 @@ class NpuJob:
     inputs: dict[str, Any]
     secrets: dict[str, str]
     attempt: int = 1
+    idempotency_key: str = ""
 
     def encode(self, limits: NodeLimits) -> bytes:
         document = {
@@ -40,7 +41,12 @@ class NpuJob:
             "code": self.code,
             "inputs": self.inputs,
             "secrets": self.secrets,
-            "node": {"id": self.node_id, "label": self.label, "attempt": self.attempt},
+            "node": {
+                "id": self.node_id,
+                "label": self.label,
+                "attempt": self.attempt,
+                "idempotency_key": self.idempotency_key,
+            },
             "limits": {
                 "max_output_bytes": limits.max_output_bytes,
                 "max_log_lines": limits.max_log_lines,

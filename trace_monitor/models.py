@@ -112,7 +112,7 @@ class WorkerStatus(models.Model):
     memory_used_bytes = models.BigIntegerField(default=0)
     memory_total_bytes = models.BigIntegerField(default=0)
     npus = models.JSONField(default=list)
-    state = models.CharField(max_length=16, default="online")  # online, stopped
+    state = models.CharField(max_length=16, default="online")  # online, stopped, lost
     started_at = models.DateTimeField()
     last_seen = models.DateTimeField()
 

@@ -59,6 +59,24 @@ def record_heartbeat(
     return frame
 
 
+def mark_lost_workers(lost_after_s: float) -> list[str]:
+    """Mark the online workers silent for longer than ``lost_after_s`` as lost, and
+    return their names. Every worker runs this on every heartbeat; the conditional
+    update lets exactly one of them claim each loss."""
+    cutoff = timezone.now() - timedelta(seconds=lost_after_s)
+    marked = []
+    for name in WorkerStatus.objects.filter(state="online", last_seen__lt=cutoff).values_list(
+        "name", flat=True
+    ):
+        if WorkerStatus.objects.filter(name=name, state="online", last_seen__lt=cutoff).update(state="lost"):
+            marked.append(name)
+            send(
+                MONITOR_GROUP,
+                {"type": "monitor.worker", "worker": worker_frame(WorkerStatus.objects.get(name=name))},
+            )
+    return marked
+
+
 def worker_frame(worker: WorkerStatus) -> dict[str, Any]:
     silent_after = timedelta(seconds=SILENT_AFTER_HEARTBEATS * settings.FLOWKIT_WORKER_HEARTBEAT_S)
     state = worker.state

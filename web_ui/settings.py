@@ -151,8 +151,12 @@ FLOWKIT_NPU_FLOOD_BYTES = env_int("FLOWKIT_NPU_FLOOD_BYTES", 32 * 1024 * 1024, m
 FLOWKIT_TRACE_PREVIEW_BYTES = env_int("FLOWKIT_TRACE_PREVIEW_BYTES", 16 * 1024, minimum=256)
 FLOWKIT_TRACE_FLUSH_S = env_float("FLOWKIT_TRACE_FLUSH_S", 0.25, minimum=0.01, maximum=10)
 FLOWKIT_TRACE_RETENTION_DAYS = env_int("FLOWKIT_TRACE_RETENTION_DAYS", 30, minimum=1)
-# How often each worker reports its host's load and its NPUs to the resource monitor.
+# How often each worker reports its host's load and its NPUs to the resource monitor,
+# and how long a worker may stay silent before the others declare it lost: its running
+# attempts fail with WorkerLost (and are retried where the node has retries left) and
+# its NPUs on their engine are removed.
 FLOWKIT_WORKER_HEARTBEAT_S = env_float("FLOWKIT_WORKER_HEARTBEAT_S", 2.0, minimum=0.2, maximum=300)
+FLOWKIT_WORKER_LOST_AFTER_S = env_float("FLOWKIT_WORKER_LOST_AFTER_S", 15.0, minimum=1.0, maximum=3600)
 
 # Secret vault master keys (Fernet; the first encrypts, all decrypt). From the
 # environment or a _FILE, never from the database; mandatory outside DEBUG.

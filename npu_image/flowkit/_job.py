@@ -16,6 +16,7 @@ class Job:
     max_output_bytes: int
     budget: LogBudget
     attempt: int = 1
+    idempotency_key: str = ""
     main: Any = None
     ran: bool = False
     result: tuple[list[str], dict[str, Any], str] | None = None

@@ -31,6 +31,13 @@ class Node:
         """1 for the first try, 2 for the first retry, and so on."""
         return self._job.attempt
 
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt of this node in this run, different in any other
+        run. Send it with side effects (an ``Idempotency-Key`` header, a unique column)
+        so that the retry of an attempt whose worker was lost does not apply them twice."""
+        return self._job.idempotency_key
+
     def get_inputs(self) -> dict[str, Any]:
         """The values that arrived on this node's input ports, by port name."""
         return copy.deepcopy(self._job.inputs)

@@ -5,7 +5,7 @@ Wire protocol (version 1):
 * runner -> NPU: one JSON document on stdin, then end of file::
 
       {"protocol": 1, "code": "...", "inputs": {...}, "secrets": {"NAME": "value"},
-       "node": {"id": "...", "label": "...", "attempt": 1},
+       "node": {"id": "...", "label": "...", "attempt": 1, "idempotency_key": "run/node"},
        "limits": {"max_output_bytes": N, "max_log_lines": N, "max_log_bytes": N,
                   "max_log_line_bytes": N, "flood_bytes": N}}
 
@@ -92,6 +92,7 @@ def _read_job() -> _job.Job:
         node_id=str(document["node"]["id"]),
         label=str(document["node"].get("label", "")),
         attempt=int(document["node"].get("attempt", 1)),
+        idempotency_key=str(document["node"].get("idempotency_key", "")),
         inputs=dict(document.get("inputs") or {}),
         max_output_bytes=int(limits["max_output_bytes"]),
         budget=budget,

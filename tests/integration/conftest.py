@@ -58,32 +58,53 @@ def server_environment() -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    from node_runner.celery import app
-
+def start_worker(
+    name: str, log_path: Path, env: dict[str, str] | None = None, wait: bool = True
+) -> WorkerProcess:
+    """A Celery worker process on this test process's queue, in its own process group
+    (so that a test can kill it and its pool children at once, like a crash)."""
     queue = settings.FLOWKIT_CELERY_QUEUE
-    name = f"{queue}@{socket.gethostname()}"
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "node_runner", "worker", "--queues", queue,
              "--concurrency", "2", "--hostname", name, "--loglevel", "INFO",
              "--without-mingle", "--without-gossip"],
-            cwd=REPO, env=server_environment(), stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO, env={**server_environment(), **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )  # fmt: skip
     worker = WorkerProcess(process, name, log_path)
+    if wait:
+        wait_until_serving(worker)
+    return worker
+
+
+def wait_until_serving(worker: WorkerProcess) -> None:
+    from node_runner.celery import app
+
     deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-    while not app.control.ping(destination=[name], timeout=0.5):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
+    while not app.control.ping(destination=[worker.name], timeout=0.5):
+        if worker.process.poll() is not None or time.monotonic() > deadline:
+            worker.process.kill()
             pytest.fail(f"the Celery worker did not start:\n{worker.log()[-3000:]}")
-    yield worker
-    process.send_signal(signal.SIGTERM)
+
+
+def stop_worker(worker: WorkerProcess) -> None:
+    if worker.process.poll() is not None:
+        return
+    worker.process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=30)
+        worker.process.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(worker.process.pid, signal.SIGKILL)
+        worker.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    name = f"{settings.FLOWKIT_CELERY_QUEUE}@{socket.gethostname()}"
+    worker = start_worker(name, tmp_path_factory.mktemp("worker") / "worker.log")
+    yield worker
+    stop_worker(worker)
 
 
 class WebServer:

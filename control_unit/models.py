@@ -205,3 +205,35 @@ class RunTransition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node_id or 'run'}: {self.source} -> {self.target}"
+
+
+class AuditEvent(models.Model):
+    """Who did what, when: sign-ins, pipeline edits, run controls, secret operations.
+
+    Append-only: the model refuses updates and deletes, and a PostgreSQL trigger
+    (migration 0003) refuses them for anyone who goes around the ORM. The actor is kept
+    by name, so deleting a user does not rewrite history.
+    """
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.CharField(max_length=150, blank=True)  # blank: the system (a worker)
+    via = models.CharField(max_length=16, blank=True)  # web, api, cli, worker
+    action = models.CharField(max_length=40, db_index=True)
+    target = models.CharField(max_length=200, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["action", "-at"], name="audit_action_at")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor or 'system'} {self.action} {self.target}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self._state.adding:
+            raise ImmutableRowError("the audit log is append-only")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise ImmutableRowError("the audit log is append-only")

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from control_unit import audit
 from control_unit.graph import InvalidPipeline, Problem, validate_document
 from control_unit.models import Pipeline, PipelineVersion
 from node_runner.storable import unstorable_path
@@ -34,10 +35,13 @@ def check_document(document: Any) -> None:
 
 
 @transaction.atomic
-def do_create_pipeline(name: str, document: Any, user: Any = None, description: str = "") -> Pipeline:
+def do_create_pipeline(
+    name: str, document: Any, user: Any = None, description: str = "", *, action: str = "pipeline.create"
+) -> Pipeline:
     check_document(document)
     pipeline = Pipeline.objects.create(name=name, description=description, created_by=user)
     PipelineVersion.objects.create(pipeline=pipeline, number=1, document=document, created_by=user)
+    audit.record(action, user, pipeline.id, name=name)
     return pipeline
 
 
@@ -51,18 +55,23 @@ def do_save_version(pipeline: Pipeline, document: Any, user: Any = None) -> Pipe
         pipeline=locked, number=latest + 1, document=document, created_by=user
     )
     locked.save(update_fields=["updated_at"])
+    audit.record("pipeline.save", user, locked.id, name=locked.name, version=version.number)
     return version
 
 
 @transaction.atomic
 def do_update_pipeline(
-    pipeline: Pipeline, *, name: str | None = None, description: str | None = None
+    pipeline: Pipeline, *, name: str | None = None, description: str | None = None, user: Any = None
 ) -> Pipeline:
-    if name is not None:
+    changes: dict[str, Any] = {}
+    if name is not None and name != pipeline.name:
+        changes["name"] = {"from": pipeline.name, "to": name}
         pipeline.name = name
-    if description is not None:
+    if description is not None and description != pipeline.description:
+        changes["description"] = True
         pipeline.description = description
     pipeline.save()
+    audit.record("pipeline.update", user, pipeline.id, **changes)
     return pipeline
 
 
@@ -71,11 +80,12 @@ def do_duplicate_pipeline(pipeline: Pipeline, name: str, user: Any = None) -> Pi
     latest = pipeline.latest_version()
     if latest is None:
         raise InvalidPipeline([Problem("empty_graph", f"pipeline {pipeline.name!r} has no saved version")])
-    return do_create_pipeline(name, latest.document, user, pipeline.description)
+    return do_create_pipeline(name, latest.document, user, pipeline.description, action="pipeline.duplicate")
 
 
 @transaction.atomic
-def do_delete_pipeline(pipeline: Pipeline) -> None:
+def do_delete_pipeline(pipeline: Pipeline, user: Any = None) -> None:
+    audit.record("pipeline.delete", user, pipeline.id, name=pipeline.name, runs=pipeline.runs.count())
     pipeline.runs.all().delete()
     pipeline.delete()
 
@@ -101,4 +111,4 @@ def do_import_pipeline(data: Any, user: Any = None, name: str | None = None) -> 
         document = data
         name = name or str((data or {}).get("name") if isinstance(data, dict) else "") or "imported pipeline"
         description = ""
-    return do_create_pipeline(name, document, user, description)
+    return do_create_pipeline(name, document, user, description, action="pipeline.import")

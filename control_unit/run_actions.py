@@ -11,6 +11,7 @@ from typing import Any
 
 from django.db import transaction
 
+from control_unit import audit
 from control_unit import fcb as core
 from control_unit.fcb_store import create_rows, graph_of, load_fcb, lock_run, save_step
 from control_unit.graph import Graph
@@ -67,6 +68,10 @@ def do_start_run(
         rerun_from=rerun_from,
     )
     graph = graph_of(run)
+    action = "run.rerun" if rerun_from else "run.restart" if source_run else "run.start"
+    audit.record(action, user, run.id, pipeline=str(version.pipeline_id), version=version.number,
+                 **({"source_run": str(source_run.id)} if source_run else {}),
+                 **({"node": rerun_from} if rerun_from else {}))  # fmt: skip
     create_rows(run, initial or core.Fcb.new(graph, run_input))
     fcb, rows = load_fcb(run)
     save_step(run, fcb, core.start(graph, fcb), rows)
@@ -156,16 +161,22 @@ def do_fail_stranded_attempts(
     return failed
 
 
-def do_pause_run(run_id: Any) -> Run:
-    return _apply(run_id, core.pause)[0]
+def do_pause_run(run_id: Any, user: Any = None) -> Run:
+    with transaction.atomic():
+        audit.record("run.pause", user, run_id)
+        return _apply(run_id, core.pause)[0]
 
 
-def do_resume_run(run_id: Any) -> Run:
-    return _apply(run_id, core.resume)[0]
+def do_resume_run(run_id: Any, user: Any = None) -> Run:
+    with transaction.atomic():
+        audit.record("run.resume", user, run_id)
+        return _apply(run_id, core.resume)[0]
 
 
-def do_cancel_run(run_id: Any, reason: str = "cancelled by user") -> Run:
-    return _apply(run_id, lambda graph, fcb: core.cancel(graph, fcb, reason))[0]
+def do_cancel_run(run_id: Any, reason: str = "cancelled by user", user: Any = None) -> Run:
+    with transaction.atomic():
+        audit.record("run.cancel", user, run_id, reason=reason)
+        return _apply(run_id, lambda graph, fcb: core.cancel(graph, fcb, reason))[0]
 
 
 def do_restart_run(run_id: Any, user: Any = None) -> Run:

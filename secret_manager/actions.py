@@ -12,6 +12,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from control_unit import audit as general_audit
 from secret_manager.errors import DuplicateSecret, InvalidSecretValue, UnknownSecret
 from secret_manager.masking import MIN_MASKED_LENGTH
 from secret_manager.models import AuditAction, Secret, SecretAuditEvent
@@ -87,11 +88,17 @@ def _audit(
     actor, actor_name = _actor(user)
     # Names and details of refused requests are whatever the requester sent; an audit
     # event must still be written, so they are made storable rather than refused.
-    return SecretAuditEvent.objects.create(
-        action=action, names=[_storable(name, _ID_CHARS) for name in names], actor=actor,
-        actor_name=actor_name, run_id=_storable(run_id, _ID_CHARS), node_id=_storable(node_id, _ID_CHARS),
-        detail=_storable(detail),
+    stored_names = [_storable(name, _ID_CHARS) for name in names]
+    event = SecretAuditEvent.objects.create(
+        action=action, names=stored_names, actor=actor, actor_name=actor_name,
+        run_id=_storable(run_id, _ID_CHARS), node_id=_storable(node_id, _ID_CHARS), detail=_storable(detail),
     )  # fmt: skip
+    # The general audit log says the same, beside sign-ins, pipeline edits and run controls.
+    general_audit.record(
+        f"secret.{event.action}", user, ",".join(stored_names), run=event.run_id or None,
+        node=event.node_id or None, detail=event.detail or None,
+    )  # fmt: skip
+    return event
 
 
 def _locked(name: str) -> Secret:

@@ -19,4 +19,7 @@ if os.environ.get("FLOWKIT_TEST_QUEUE_OWNER") != _owner:
     os.environ["FLOWKIT_CELERY_QUEUE"] = f"flowkit-test-{_owner}-{os.getpid()}"
     os.environ["FLOWKIT_TEST_QUEUE_OWNER"] = _owner
 
+# Rate-limit counters of one test process never meet another's, nor an earlier run's.
+os.environ["FLOWKIT_CACHE_PREFIX"] = f"flowkit-test-{_owner}-{os.getpid()}"
+
 from web_ui.settings import *  # noqa: E402, F403 - the environment above must be set first

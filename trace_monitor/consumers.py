@@ -20,6 +20,8 @@ from web_ui.roles import VIEWER, has_role
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_MESSAGE_TOO_BIG = 1009
+MAX_CLIENT_FRAME_BYTES = 64 * 1024
 # A message the channel layer dropped (a full channel, a restarted Redis) is found
 # by the next event's sequence number, or by this check when no event follows.
 CATCH_UP_EVERY_S = 3.0
@@ -37,7 +39,14 @@ class _ReadOnlyConsumer(AsyncJsonWebsocketConsumer):
             return False
         return True
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        # Never parsed: whatever a client sends, garbage included, gets the same answer,
+        # and a frame too large to be anything honest closes the stream.
+        if len(text_data or "") + len(bytes_data or b"") > MAX_CLIENT_FRAME_BYTES:
+            await self.close(code=CLOSE_MESSAGE_TOO_BIG)
+            return
         await self.send_json({"type": "error", "message": "this stream is read-only"})
 
 

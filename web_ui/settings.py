@@ -103,6 +103,20 @@ if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         f"got one starting {REDIS_URL.split(':')[0]!r}"
     )
 
+# The cache holds rate-limit counters, shared by every web process.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env_str("FLOWKIT_CACHE_PREFIX", "flowkit"),
+    }
+}
+# Rate limits ("count/period", period s, m or h): sign-in attempts per client address
+# and per user name, and runs started (start, restart, rerun) per user.
+FLOWKIT_SIGN_IN_RATE = env_str("FLOWKIT_SIGN_IN_RATE", "10/m")
+FLOWKIT_RUN_START_RATE = env_str("FLOWKIT_RUN_START_RATE", "120/m")
+RATELIMIT_USE_CACHE = "default"
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -165,6 +179,9 @@ FLOWKIT_SECRET_KEYS = load_keys(env_secret("FLOWKIT_SECRET_KEYS"), debug=DEBUG)
 # Pipeline documents: larger ones are refused with a clear error.
 FLOWKIT_MAX_DOCUMENT_BYTES = env_int("FLOWKIT_MAX_DOCUMENT_BYTES", 4 * 1024 * 1024, minimum=1024)
 FLOWKIT_MAX_CODE_BYTES = env_int("FLOWKIT_MAX_CODE_BYTES", 256 * 1024, minimum=256)
+# A request body may hold a whole document plus its JSON envelope; anything larger is
+# refused with 413 before it is parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE = FLOWKIT_MAX_DOCUMENT_BYTES + 64 * 1024
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

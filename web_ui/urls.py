@@ -5,11 +5,13 @@ from django.views.generic import RedirectView
 from web_ui import vault_views
 from web_ui.api.api import api
 from web_ui.health import healthz
+from web_ui.rate_limits import RateLimitedLoginView
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/", api.urls),
     path("admin/", admin.site.urls),
+    path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("vault/", vault_views.vault, name="vault"),
     path("vault/audit/", vault_views.audit, name="vault-audit"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ninja import NinjaAPI
 
-from web_ui.api import pipelines, runs, secrets, traces
+from web_ui.api import audit, pipelines, runs, secrets, traces
 from web_ui.api.auth import AUTH
 from web_ui.api.errors import install_error_handlers
 
@@ -21,3 +21,4 @@ api.add_router("/pipelines", pipelines.router)
 api.add_router("/runs", runs.router)
 api.add_router("/secrets", secrets.router)
 api.add_router("", traces.router)
+api.add_router("/audit", audit.router)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -66,7 +68,14 @@ def install_error_handlers(api: NinjaAPI) -> None:
     def on_api_error(request: HttpRequest, exc: Any) -> HttpResponse:
         return error(api, request, exc.status, exc.code, str(exc))
 
+    def on_too_big(request: HttpRequest, exc: Any) -> HttpResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return error(
+            api, request, 413, "request_too_large", f"the request body is larger than {limit:,} bytes"
+        )
+
     api.add_exception_handler(ApiError, on_api_error)
+    api.add_exception_handler(RequestDataTooBig, on_too_big)
     api.add_exception_handler(SecretError, on_secret_error)
     api.add_exception_handler(InvalidPipeline, on_invalid_pipeline)
     api.add_exception_handler(InvalidTransition, on_invalid_transition)

@@ -32,6 +32,7 @@ from web_ui.api.schemas import (
     VersionDetailOut,
     VersionOut,
 )
+from web_ui.rate_limits import check_run_start_rate
 from web_ui.roles import EDITOR, VIEWER, require_role
 
 router = Router(tags=["pipelines"])
@@ -99,7 +100,10 @@ def get_pipeline(request: HttpRequest, pipeline_id: UUID) -> dict[str, Any]:
 def update_pipeline(request: HttpRequest, pipeline_id: UUID, payload: PipelinePatch) -> dict[str, Any]:
     require_role(request.user, EDITOR)
     pipeline = pipeline_actions.do_update_pipeline(
-        get_object_or_404(Pipeline, id=pipeline_id), name=payload.name, description=payload.description
+        get_object_or_404(Pipeline, id=pipeline_id),
+        name=payload.name,
+        description=payload.description,
+        user=request.user,
     )
     return pipeline_out(pipeline, with_document=True)
 
@@ -134,7 +138,7 @@ def duplicate_pipeline(request: HttpRequest, pipeline_id: UUID, payload: Duplica
 @router.delete("/{pipeline_id}", response={204: None, **ERRORS})
 def delete_pipeline(request: HttpRequest, pipeline_id: UUID) -> Status[Any]:
     require_role(request.user, EDITOR)
-    pipeline_actions.do_delete_pipeline(get_object_or_404(Pipeline, id=pipeline_id))
+    pipeline_actions.do_delete_pipeline(get_object_or_404(Pipeline, id=pipeline_id), request.user)
     return Status(204, None)
 
 
@@ -150,9 +154,10 @@ def export_pipeline(request: HttpRequest, pipeline_id: UUID) -> HttpResponse:
     return response
 
 
-@router.post("/{pipeline_id}/runs", response={201: RunOut, **ERRORS})
+@router.post("/{pipeline_id}/runs", response={201: RunOut, 429: ErrorOut, **ERRORS})
 def start_run(request: HttpRequest, pipeline_id: UUID, payload: RunIn) -> Status[Any]:
     require_role(request.user, EDITOR)
+    check_run_start_rate(request)
     pipeline = get_object_or_404(Pipeline, id=pipeline_id)
     versions = pipeline.versions.all()
     version = get_object_or_404(versions, number=payload.version) if payload.version else versions.first()

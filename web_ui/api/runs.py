@@ -15,6 +15,7 @@ from control_unit import run_actions
 from control_unit.models import NodeRun, Run
 from trace_monitor.previews import capped_node
 from web_ui.api.schemas import ErrorOut, RerunIn, RunDetailOut, RunOut
+from web_ui.rate_limits import check_run_start_rate
 from web_ui.roles import EDITOR, VIEWER, require_role
 
 router = Router(tags=["runs"])
@@ -82,28 +83,30 @@ def get_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
 @router.post("/{run_id}/pause", response={200: RunOut, **ERRORS})
 def pause_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
     require_role(request.user, EDITOR)
-    return run_out(run_actions.do_pause_run(_run(run_id).id))
+    return run_out(run_actions.do_pause_run(_run(run_id).id, request.user))
 
 
 @router.post("/{run_id}/resume", response={200: RunOut, **ERRORS})
 def resume_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
     require_role(request.user, EDITOR)
-    return run_out(run_actions.do_resume_run(_run(run_id).id))
+    return run_out(run_actions.do_resume_run(_run(run_id).id, request.user))
 
 
 @router.post("/{run_id}/cancel", response={200: RunOut, **ERRORS})
 def cancel_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
     require_role(request.user, EDITOR)
-    return run_out(run_actions.do_cancel_run(_run(run_id).id))
+    return run_out(run_actions.do_cancel_run(_run(run_id).id, user=request.user))
 
 
-@router.post("/{run_id}/restart", response={201: RunOut, **ERRORS})
+@router.post("/{run_id}/restart", response={201: RunOut, 429: ErrorOut, **ERRORS})
 def restart_run(request: HttpRequest, run_id: UUID) -> Status[Any]:
     require_role(request.user, EDITOR)
+    check_run_start_rate(request)
     return Status(201, run_out(run_actions.do_restart_run(_run(run_id).id, request.user)))
 
 
-@router.post("/{run_id}/rerun", response={201: RunOut, **ERRORS})
+@router.post("/{run_id}/rerun", response={201: RunOut, 429: ErrorOut, **ERRORS})
 def rerun_from(request: HttpRequest, run_id: UUID, payload: RerunIn) -> Status[Any]:
     require_role(request.user, EDITOR)
+    check_run_start_rate(request)
     return Status(201, run_out(run_actions.do_rerun_from(_run(run_id).id, payload.node_id, request.user)))

@@ -1,0 +1,48 @@
+"""/api/audit: the append-only audit log, for admins."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Query, Router, Schema
+
+from control_unit.models import AuditEvent
+from web_ui.api.schemas import ErrorOut
+from web_ui.roles import ADMIN, require_role
+
+router = Router(tags=["audit"])
+ERRORS: dict[int, Any] = {401: ErrorOut, 403: ErrorOut, 422: ErrorOut}
+
+
+class AuditFilters(Schema):
+    action: str | None = None  # a prefix: "run." gives every run control
+    actor: str | None = None
+    since: datetime | None = None
+    limit: int = 200
+
+
+class AuditEventOut(Schema):
+    id: int
+    at: datetime
+    actor: str
+    via: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    ip: str | None
+
+
+@router.get("", response={200: list[AuditEventOut], **ERRORS})
+def audit_log(request: HttpRequest, filters: Query[AuditFilters]) -> Any:
+    """Sign-ins, pipeline edits, run controls and secret operations, newest first."""
+    require_role(request.user, ADMIN)
+    events = AuditEvent.objects.all()
+    if filters.action:
+        events = events.filter(action__startswith=filters.action)
+    if filters.actor:
+        events = events.filter(actor=filters.actor)
+    if filters.since:
+        events = events.filter(at__gte=filters.since)
+    return events[: max(1, min(filters.limit, 1000))]

@@ -9,11 +9,12 @@ from django.http import HttpRequest
 from ninja import Query, Router, Schema
 
 from control_unit.models import AuditEvent
+from web_ui.api.errors import in_utc
 from web_ui.api.schemas import ErrorOut
 from web_ui.roles import ADMIN, require_role
 
 router = Router(tags=["audit"])
-ERRORS: dict[int, Any] = {401: ErrorOut, 403: ErrorOut, 422: ErrorOut}
+ERRORS: dict[int, Any] = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 422: ErrorOut}
 
 
 class AuditFilters(Schema):
@@ -44,5 +45,5 @@ def audit_log(request: HttpRequest, filters: Query[AuditFilters]) -> Any:
     if filters.actor:
         events = events.filter(actor=filters.actor)
     if filters.since:
-        events = events.filter(at__gte=filters.since)
+        events = events.filter(at__gte=in_utc(filters.since, "since"))
     return events[: max(1, min(filters.limit, 1000))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +23,17 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code = status, code
+
+
+def in_utc(value: datetime | None, name: str) -> datetime | None:
+    """A query's date-time in UTC. PostgreSQL refuses offsets beyond ±15:59 (ISO 8601
+    allows ±23:59), and a naive time is taken as UTC."""
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ApiError(422, "invalid_request", f"{name} is out of range") from None
 
 
 def error(

@@ -36,7 +36,14 @@ from web_ui.rate_limits import check_run_start_rate
 from web_ui.roles import EDITOR, VIEWER, require_role
 
 router = Router(tags=["pipelines"])
-ERRORS: dict[int, Any] = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 422: InvalidPipelineOut}
+ERRORS: dict[int, Any] = {
+    400: ErrorOut,
+    401: ErrorOut,
+    403: ErrorOut,
+    404: ErrorOut,
+    413: ErrorOut,
+    422: InvalidPipelineOut,
+}
 
 
 def pipeline_out(pipeline: Pipeline, with_document: bool = False) -> dict[str, Any]:

@@ -14,12 +14,20 @@ from ninja import Query, Router, Schema, Status
 from control_unit import run_actions
 from control_unit.models import NodeRun, Run
 from trace_monitor.previews import capped_node
+from web_ui.api.errors import in_utc
 from web_ui.api.schemas import ErrorOut, RerunIn, RunDetailOut, RunOut
 from web_ui.rate_limits import check_run_start_rate
 from web_ui.roles import EDITOR, VIEWER, require_role
 
 router = Router(tags=["runs"])
-ERRORS: dict[int, Any] = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
+ERRORS: dict[int, Any] = {
+    400: ErrorOut,
+    401: ErrorOut,
+    403: ErrorOut,
+    404: ErrorOut,
+    409: ErrorOut,
+    422: ErrorOut,
+}
 NODE_FIELDS = (*NodeRun.VISIBLE_FIELDS, "worker", "container_id")
 
 
@@ -68,9 +76,9 @@ def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> list[dict[str
     if filters.state:
         runs = runs.filter(state=filters.state)
     if filters.since:
-        runs = runs.filter(created_at__gte=filters.since)
+        runs = runs.filter(created_at__gte=in_utc(filters.since, "since"))
     if filters.until:
-        runs = runs.filter(created_at__lt=filters.until)
+        runs = runs.filter(created_at__lt=in_utc(filters.until, "until"))
     return [run_out(run) for run in runs[: max(1, min(filters.limit, 1000))]]
 
 

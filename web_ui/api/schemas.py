@@ -13,6 +13,8 @@ from pydantic import Field
 class ErrorOut(Schema):
     code: str
     message: str
+    # invalid_request: where the request differs from the schema (pydantic's errors).
+    detail: list[dict[str, Any]] | None = None
 
 
 class ProblemOut(Schema):
@@ -23,7 +25,9 @@ class ProblemOut(Schema):
 
 
 class InvalidPipelineOut(ErrorOut):
-    problems: list[ProblemOut]
+    # Present when the document was read and found invalid (code invalid_pipeline);
+    # absent when the request itself did not match the schema (invalid_request).
+    problems: list[ProblemOut] | None = None
 
 
 class PipelineIn(Schema):

@@ -14,7 +14,14 @@ from web_ui.api.schemas import ErrorOut
 from web_ui.roles import ADMIN, EDITOR, VIEWER, Forbidden, has_role
 
 router = Router(tags=["secrets"])
-ERRORS: dict[int, Any] = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
+ERRORS: dict[int, Any] = {
+    400: ErrorOut,
+    401: ErrorOut,
+    403: ErrorOut,
+    404: ErrorOut,
+    409: ErrorOut,
+    422: ErrorOut,
+}
 MAX_VALUE_CHARS = 65536
 
 

@@ -19,12 +19,12 @@ from trace_monitor.figures import pipeline_figures
 from trace_monitor.kinds import ALL_KINDS
 from trace_monitor.models import NodeExecution, ResourceSample
 from trace_monitor.previews import capped_node
-from web_ui.api.errors import ApiError
+from web_ui.api.errors import ApiError, in_utc
 from web_ui.api.schemas import ErrorOut
 from web_ui.roles import VIEWER, require_role
 
 router = Router(tags=["traces"])
-ERRORS: dict[int, Any] = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut}
+ERRORS: dict[int, Any] = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut}
 EXECUTION_FIELDS = (
     "node_id", "attempt", "worker", "container_id", "started_at", "finished_at", "duration_s", "outcome",
     "error_type", "cpu_percent_max", "memory_bytes_max", "net_rx_bytes", "net_tx_bytes",
@@ -162,7 +162,7 @@ def node_resources(request: HttpRequest, run_id: UUID, node_id: str, attempt: in
 def figures(request: HttpRequest, pipeline_id: UUID, since: datetime | None = None) -> dict[str, Any]:
     """Success rate, run durations, and per node p50 / p95 durations and failures."""
     require_role(request.user, VIEWER)
-    return pipeline_figures(get_object_or_404(Pipeline, id=pipeline_id).id, since)
+    return pipeline_figures(get_object_or_404(Pipeline, id=pipeline_id).id, in_utc(since, "since"))
 
 
 @router.get("/workers", response={200: dict[str, Any], **ERRORS})

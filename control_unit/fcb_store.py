@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -85,8 +85,9 @@ def save_step(run: Run, before: Fcb, step: Step, rows: dict[str, NodeRun]) -> No
     now = timezone.now()
     after = step.fcb
     changed: list[NodeRun] = []
+    due = {d.node_id: now + timedelta(seconds=d.delay_s) for d in step.dispatches}
     for node_id, record in after.nodes.items():
-        if before.nodes.get(node_id) is record:
+        if before.nodes.get(node_id) is record and node_id not in due:
             continue
         row = rows[node_id]
         previous = row.state
@@ -96,9 +97,11 @@ def save_step(run: Run, before: Fcb, step: Step, rows: dict[str, NodeRun]) -> No
             row.started_at = now
         if record.state in TERMINAL_NODE_STATES and row.finished_at is None:
             row.finished_at = now
+        if node_id in due:
+            row.due_at = due[node_id]
         changed.append(row)
     if changed:
-        NodeRun.objects.bulk_update(changed, [*NODE_FIELDS, "started_at", "finished_at"])
+        NodeRun.objects.bulk_update(changed, [*NODE_FIELDS, "started_at", "finished_at", "due_at"])
     if after.run_state != run.state or after.reason != run.reason:
         run.state, run.reason = after.run_state, after.reason
         if run.state == "running" and run.started_at is None:
@@ -153,7 +156,24 @@ def _send(run_id: str, dispatches: list[tuple[str, int, float]]) -> None:
     from node_runner.tasks import run_node
 
     for node_id, attempt, delay_s in dispatches:
-        run_node.apply_async((run_id, node_id, attempt), countdown=delay_s or None)
+        try:
+            run_node.apply_async((run_id, node_id, attempt), countdown=delay_s or None)
+        except Exception:
+            # The broker is unreachable (restarting, say). The node stays queued and
+            # the dispatch watchdog re-sends it once it is overdue; the run's state
+            # change is already committed and must not be undone by this.
+            log.warning(
+                "could not send node %s of run %s; it will be re-sent", node_id, run_id, exc_info=True
+            )
+
+
+def send_dispatches(dispatches: list[tuple[str, str, int]]) -> None:
+    """Send (run, node, attempt) dispatches now, grouped by run."""
+    by_run: dict[str, list[tuple[str, int, float]]] = {}
+    for run_id, node_id, attempt in dispatches:
+        by_run.setdefault(run_id, []).append((node_id, attempt, 0.0))
+    for run_id, items in by_run.items():
+        _send(run_id, items)
 
 
 def _row_values(record: NodeRecord) -> dict[str, Any]:

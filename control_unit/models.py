@@ -177,12 +177,20 @@ class NodeRun(models.Model):
     reason = models.TextField(blank=True)
     worker = models.CharField(max_length=200, blank=True)
     container_id = models.CharField(max_length=80, blank=True)
+    # When the latest dispatch should reach a worker (now, or after a retry's backoff).
+    # A queued node still unclaimed long after it is re-sent (see do_redispatch_overdue).
+    due_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "id"]
         constraints = [models.UniqueConstraint(fields=["run", "node_id"], name="unique_node_per_run")]
+        indexes = [
+            models.Index(
+                fields=["due_at"], name="noderun_overdue", condition=models.Q(state="queued", dispatched=True)
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.node_id} in run {self.run_id} ({self.state})"

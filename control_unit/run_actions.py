@@ -7,11 +7,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
-from control_unit import audit
+from control_unit import audit, fcb_store
 from control_unit import fcb as core
 from control_unit.fcb_store import create_rows, graph_of, load_fcb, lock_run, save_step
 from control_unit.graph import Graph
@@ -159,6 +161,29 @@ def do_fail_stranded_attempts(
         if do_record_node_outcome(run_id, node_id, attempt, {"error": error}):
             failed.append((str(run_id), node_id, attempt))
     return failed
+
+
+def do_redispatch_overdue(overdue_after_s: float) -> list[tuple[str, str, int]]:
+    """Send again the dispatches of queued nodes that no worker has claimed for
+    ``overdue_after_s`` past when they were due: their message was lost (a broker
+    restart) or never sent. A duplicate is harmless, since an attempt is claimed once.
+    Every worker calls this on every heartbeat; the conditional update lets exactly one
+    of them re-send each dispatch, and pushes its next check back by the same delay."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=overdue_after_s)
+    overdue = NodeRun.objects.filter(
+        state="queued", dispatched=True, due_at__lt=cutoff, run__state="running"
+    ).values_list("id", "run_id", "node_id", "attempt")
+    resent = []
+    for row_id, run_id, node_id, attempt in overdue[:500]:
+        if NodeRun.objects.filter(id=row_id, state="queued", attempt=attempt, due_at__lt=cutoff).update(
+            due_at=now
+        ):
+            resent.append((str(run_id), node_id, attempt))
+    if resent:
+        log.warning("re-sending %d overdue dispatches: %s", len(resent), resent[:10])
+        fcb_store.send_dispatches(resent)
+    return resent
 
 
 def do_pause_run(run_id: Any, user: Any = None) -> Run:

@@ -34,7 +34,8 @@ def check_redis() -> dict[str, Any]:
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     try:
         client.ping()
-        version = client.info("server").get("redis_version")
+        info: dict[str, Any] = client.info("server")  # type: ignore[assignment]  # a sync client
+        version = info.get("redis_version")
     finally:
         client.close()
     return {"ok": True, "detail": f"Redis {version}"}

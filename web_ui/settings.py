@@ -171,6 +171,9 @@ FLOWKIT_TRACE_RETENTION_DAYS = env_int("FLOWKIT_TRACE_RETENTION_DAYS", 30, minim
 # its NPUs on their engine are removed.
 FLOWKIT_WORKER_HEARTBEAT_S = env_float("FLOWKIT_WORKER_HEARTBEAT_S", 2.0, minimum=0.2, maximum=300)
 FLOWKIT_WORKER_LOST_AFTER_S = env_float("FLOWKIT_WORKER_LOST_AFTER_S", 15.0, minimum=1.0, maximum=3600)
+# A queued node that no worker claimed this long after it was due is sent again (its
+# message was lost: a broker restart). Longer than a busy queue's normal wait.
+FLOWKIT_REDISPATCH_AFTER_S = env_float("FLOWKIT_REDISPATCH_AFTER_S", 120.0, minimum=1.0, maximum=24 * 3600)
 
 # Secret vault master keys (Fernet; the first encrypts, all decrypt). From the
 # environment or a _FILE, never from the database; mandatory outside DEBUG.

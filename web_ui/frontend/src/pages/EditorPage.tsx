@@ -202,7 +202,7 @@ function Editor({ pipeline }: { pipeline: PipelineDetail }) {
               nodesConnectable={editable}
               deleteKeyCode={null}
               fitView
-              fitViewOptions={{ padding: 0.2 }}
+              fitViewOptions={{ padding: 0.2, maxZoom: 1 }}
               onlyRenderVisibleElements
               minZoom={0.05}
             >

@@ -27,7 +27,8 @@ def connect(page: Page, source: str, source_port: str, target: str, target_port:
 
 def select_node(page: Page, node_id: str) -> None:
     canvas_node(page, node_id).locator(".fk-node-title").click()
-    expect(page.get_by_role("complementary", name="Selected node").locator("code").first).to_have_text(node_id)
+    panel = page.get_by_role("complementary", name="Selected node")
+    expect(panel.locator("h2 code")).to_have_text(node_id)
 
 
 def set_code(page: Page, code: str) -> None:

@@ -53,10 +53,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def web_server(django_db_setup: None, celery_worker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def web_server(
+    django_db_setup: None, celery_worker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """Daphne serving the app (and the built front end) on the test database."""
     if not (REPO / "web_ui/static/web_ui/app/.vite/manifest.json").exists():
-        pytest.fail("the front end is not built: run `make test` (or npm ci && npm run build in web_ui/frontend)")
+        pytest.fail("the front end is not built: run `make test` (it builds web_ui/frontend)")
     port = free_port()
     env = {key: value for key, value in server_environment().items() if key != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     log_path = tmp_path_factory.mktemp("daphne") / "daphne.log"
@@ -92,7 +94,9 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, web_server: str, transactional_db: None, request: pytest.FixtureRequest) -> Iterator[Page]:
+def page(
+    browser: Browser, web_server: str, transactional_db: None, request: pytest.FixtureRequest
+) -> Iterator[Page]:
     """A fresh browser context per test; its last screen is kept in tests/browser/artifacts/."""
     context = browser.new_context(base_url=web_server, viewport=VIEWPORT)  # type: ignore[arg-type]
     page = context.new_page()

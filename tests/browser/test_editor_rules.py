@@ -1,0 +1,84 @@
+"""The editor's rules, seen in the browser: a cycle-forming connection is refused,
+validation problems are shown on the offending node, undo and redo, copy and paste,
+and a single node's test run shows its outputs."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Page, expect
+
+from tests.browser.canvas import canvas_node, connect, select_node
+from tests.browser.pipelines import two_node_pipeline
+
+EDGES = ".react-flow__edge"
+
+
+def test_a_connection_that_would_form_a_cycle_is_refused(editor_page: Page):
+    page = editor_page
+    page.goto(f"/app/pipelines/{two_node_pipeline()}")
+    expect(page.locator(EDGES)).to_have_count(1)
+    connect(page, "b", "out", "a", "in")
+    expect(page.get_by_role("alert")).to_contain_text("b → a would form a cycle")
+    expect(page.locator(EDGES)).to_have_count(1)
+    expect(page.get_by_test_id("version")).to_have_text("v1")  # nothing changed
+
+
+def test_a_validation_problem_is_shown_on_its_node(editor_page: Page):
+    page = editor_page
+    page.goto(f"/app/pipelines/{two_node_pipeline()}")
+    select_node(page, "b")
+    timeout = page.get_by_label("Timeout (s)")
+    timeout.fill("-5")
+    timeout.press("Enter")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("alert").first).to_contain_text("Not saved: 1 problem")
+    expect(canvas_node(page, "b").locator(".fk-node")).to_have_class("fk-node selected has-problem")
+    expect(canvas_node(page, "b").get_by_role("alert")).to_contain_text("timeout_s")
+    expect(canvas_node(page, "a").locator(".has-problem")).to_have_count(0)
+    expect(page.get_by_test_id("version")).to_have_text("v1 · unsaved changes")
+
+
+def test_undo_and_redo_with_keys_and_buttons(editor_page: Page):
+    page = editor_page
+    page.goto(f"/app/pipelines/{two_node_pipeline()}")
+    nodes = page.locator(".react-flow__node")
+    expect(nodes).to_have_count(2)
+    # The palette's Add button works from the keyboard.
+    page.get_by_role("button", name="Add Merge").focus()
+    page.keyboard.press("Enter")
+    expect(nodes).to_have_count(3)
+    expect(canvas_node(page, "merge")).to_be_visible()
+
+    page.locator(".react-flow__pane").click(position={"x": 5, "y": 5})
+    page.keyboard.press("Control+z")
+    expect(nodes).to_have_count(2)
+    page.keyboard.press("Control+Shift+z")
+    expect(nodes).to_have_count(3)
+    page.get_by_role("button", name="Undo").click()
+    expect(nodes).to_have_count(2)
+    page.get_by_role("button", name="Redo").click()
+    expect(nodes).to_have_count(3)
+
+    # Copy and paste two connected nodes: they come with their edge and fresh ids.
+    select_node(page, "a")
+    canvas_node(page, "b").locator(".fk-node-title").click(modifiers=["Control"])
+    page.keyboard.press("Control+c")
+    page.keyboard.press("Control+v")
+    expect(nodes).to_have_count(5)
+    expect(canvas_node(page, "a_2")).to_be_visible()
+    expect(canvas_node(page, "b_2")).to_be_visible()
+    expect(page.locator(EDGES)).to_have_count(2)
+    page.keyboard.press("Delete")
+    expect(nodes).to_have_count(3)
+    expect(page.locator(EDGES)).to_have_count(1)
+
+
+def test_testing_one_node_shows_its_outputs_and_logs(editor_page: Page, celery_worker):
+    page = editor_page
+    page.goto(f"/app/pipelines/{two_node_pipeline()}")
+    select_node(page, "a")
+    page.get_by_label("Inputs (JSON)").fill('{"in": 21}')
+    page.get_by_role("button", name="Test node").click()
+    result = page.locator(".fk-test-result")
+    expect(result).to_have_attribute("data-state", "succeeded", timeout=90_000)
+    expect(result.locator(".fk-outputs")).to_contain_text('"out": 42')
+    expect(result.locator(".fk-logs")).to_contain_text("doubling 21")

@@ -93,6 +93,12 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+def keep_screenshot(page: Page, test_name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", test_name)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
 @pytest.fixture
 def page(
     browser: Browser, web_server: str, transactional_db: None, request: pytest.FixtureRequest
@@ -103,10 +109,9 @@ def page(
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     yield page
-    ARTIFACTS.mkdir(exist_ok=True)
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
     try:
-        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        if not page.is_closed():  # a test that closes its page keeps its own screenshot
+            keep_screenshot(page, request.node.name)
     finally:
         context.close()
     assert not errors, f"uncaught errors in the page: {errors}"

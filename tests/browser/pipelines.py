@@ -18,14 +18,17 @@ CODE = (
 )
 
 
-def two_node_pipeline(name: str = "two nodes") -> str:
+def two_node_pipeline(
+    name: str = "two nodes", positions: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (320, 0))
+) -> str:
     """a -> b, saved through the control unit as the server would."""
     node = {"code": CODE, "inputs": ["in"], "outputs": ["out"]}
+    (ax, ay), (bx, by) = positions
     document = {
         "schema_version": 1,
         "nodes": [
-            {"id": "a", "label": "A", "position": {"x": 0, "y": 0}, **node},
-            {"id": "b", "label": "B", "position": {"x": 320, "y": 0}, **node},
+            {"id": "a", "label": "A", "position": {"x": ax, "y": ay}, **node},
+            {"id": "b", "label": "B", "position": {"x": bx, "y": by}, **node},
         ],
         "edges": [{"id": "e1", "source": "a", "source_port": "out", "target": "b", "target_port": "in"}],
     }

@@ -82,3 +82,26 @@ def test_testing_one_node_shows_its_outputs_and_logs(editor_page: Page, celery_w
     expect(result).to_have_attribute("data-state", "succeeded", timeout=90_000)
     expect(result.locator(".fk-outputs")).to_contain_text('"out": 42')
     expect(result.locator(".fk-logs")).to_contain_text("doubling 21")
+
+
+def test_automatic_layout_orders_nodes_left_to_right_and_undoes(editor_page: Page):
+    page = editor_page
+    page.goto(f"/app/pipelines/{two_node_pipeline(positions=((400, 200), (0, 0)))}")
+    expect(canvas_node(page, "a")).to_be_visible()
+    assert left_of(page, "b", "a")  # stored the wrong way round
+    page.get_by_role("button", name="Auto layout").click()
+    expect(page.get_by_test_id("version")).to_have_text("v1 · unsaved changes")
+    page.wait_for_function(LEFT_OF, arg=["a", "b"])
+    page.keyboard.press("Control+z")
+    page.wait_for_function(LEFT_OF, arg=["b", "a"])
+
+
+# True when the first node's box ends left of where the second node's box begins.
+LEFT_OF = """([first, second]) => {
+    const box = (id) => document.querySelector(`.react-flow__node[data-id="${id}"]`).getBoundingClientRect();
+    return box(first).right < box(second).left;
+}"""
+
+
+def left_of(page: Page, first: str, second: str) -> bool:
+    return bool(page.evaluate(LEFT_OF, [first, second]))

@@ -8,6 +8,7 @@ import json
 from playwright.sync_api import Page, expect
 
 from tests.browser.canvas import canvas_node, select_node
+from tests.browser.conftest import keep_screenshot
 from tests.browser.pipelines import two_node_pipeline
 
 ROWS = "tbody tr"
@@ -70,6 +71,11 @@ def test_an_editor_manages_pipelines_from_the_list(editor_page: Page, tmp_path):
     bad.write_text("{not json")
     page.get_by_label("Import a pipeline file").set_input_files(str(bad))
     expect(page.get_by_role("alert")).to_contain_text("bad.json is not JSON")
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"schema_version": 1, "nodes": [], "edges": []}))
+    page.get_by_label("Import a pipeline file").set_input_files(str(empty))
+    expect(page.get_by_role("alert")).to_contain_text("empty.json was not imported: 1 problem")
+    expect(page.locator(ROWS)).to_have_count(3)
 
     page.get_by_label("Search pipelines").fill("copy")
     expect(page.locator(ROWS)).to_have_count(1)
@@ -102,3 +108,16 @@ def test_leaving_with_unsaved_changes_asks_first(editor_page: Page):
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("toolbar", name="Editor").get_by_role("link", name="Pipelines").click()
     expect(page.get_by_role("heading", name="Pipelines")).to_be_visible()
+
+
+def test_closing_the_tab_with_unsaved_changes_asks_first(editor_page: Page, request):
+    page = editor_page
+    page.goto(f"/app/pipelines/{two_node_pipeline()}")
+    page.get_by_role("button", name="Add Transform").click()
+    expect(page.get_by_test_id("version")).to_have_text("v1 · unsaved changes")
+    keep_screenshot(page, request.node.name)
+    with page.expect_event("dialog") as dialog_info:
+        page.close(run_before_unload=True)
+    assert dialog_info.value.type == "beforeunload"
+    with page.expect_event("close"):
+        dialog_info.value.accept()

@@ -33,3 +33,26 @@ def two_node_pipeline(
         "edges": [{"id": "e1", "source": "a", "source_port": "out", "target": "b", "target_port": "in"}],
     }
     return str(do_create_pipeline(name, document, User.objects.first()).id)
+
+
+def layered_pipeline(name: str, layers: int, width: int) -> str:
+    """layers x width nodes; each node after the first layer collects two nodes of the
+    layer before on a list port. The shape of a big real pipeline: wide and deep."""
+    nodes = []
+    edges = []
+    for layer in range(layers):
+        for row in range(width):
+            node_id = f"n{layer}_{row}"
+            nodes.append({
+                "id": node_id, "label": f"Step {layer}.{row}", "code": CODE,
+                "inputs": [{"name": "in", "list": True}] if layer else [], "outputs": ["out"],
+                "position": {"x": layer * 260, "y": row * 110},
+            })  # fmt: skip
+            if layer:
+                for source_row in {row, (row + 1) % width}:
+                    edges.append({
+                        "id": f"e{len(edges) + 1}", "source": f"n{layer - 1}_{source_row}",
+                        "source_port": "out", "target": node_id, "target_port": "in",
+                    })  # fmt: skip
+    document = {"schema_version": 1, "nodes": nodes, "edges": edges}
+    return str(do_create_pipeline(name, document, User.objects.first()).id)

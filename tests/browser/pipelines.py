@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import User
 
 from control_unit.pipeline_actions import do_create_pipeline
@@ -38,8 +40,8 @@ def two_node_pipeline(
 def layered_pipeline(name: str, layers: int, width: int) -> str:
     """layers x width nodes; each node after the first layer collects two nodes of the
     layer before on a list port. The shape of a big real pipeline: wide and deep."""
-    nodes = []
-    edges = []
+    nodes: list[dict[str, Any]] = []
+    edges: list[dict[str, str]] = []
     for layer in range(layers):
         for row in range(width):
             node_id = f"n{layer}_{row}"

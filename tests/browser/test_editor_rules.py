@@ -105,3 +105,25 @@ LEFT_OF = """([first, second]) => {
 
 def left_of(page: Page, first: str, second: str) -> bool:
     return bool(page.evaluate(LEFT_OF, [first, second]))
+
+
+def test_ports_connect_from_the_keyboard(editor_page: Page):
+    page = editor_page
+    page.goto(f"/app/pipelines/{two_node_pipeline()}")
+    page.get_by_role("button", name="Add Merge").focus()
+    page.keyboard.press("Enter")  # the new node is selected and open in the panel
+    panel = page.get_by_role("complementary", name="Selected node")
+    expect(panel.locator("h2 code")).to_have_text("merge")
+    panel.get_by_label("Connect an output to items").select_option(label="A (a.out)")
+    panel.get_by_label("Connect an output to items").select_option(label="B (b.out)")
+    expect(page.locator(EDGES)).to_have_count(3)
+    panel.get_by_role("button", name="Disconnect a.out from items").press("Enter")
+    expect(page.locator(EDGES)).to_have_count(2)
+
+    # A node is selected from the keyboard too: focus it, press Enter.
+    canvas_node(page, "a").focus()
+    page.keyboard.press("Enter")
+    expect(panel.locator("h2 code")).to_have_text("a")
+    panel.get_by_label("Connect an output to in").select_option(label="Merge (merge.merged)")
+    expect(page.get_by_role("alert")).to_contain_text("merge → a would form a cycle")
+    expect(page.locator(EDGES)).to_have_count(2)

@@ -1,6 +1,7 @@
 // The side panel of the selected node: label, code, ports, limits, and a test run
 // of this node alone with given JSON inputs.
 
+import type { Connection, Edge } from "@xyflow/react";
 import { useEffect, useRef, useState } from "react";
 import { api, messageOf, type NodeTest } from "../api";
 import { formatPorts, parsePorts, type FlowNode, type FlowNodeData, type Limits } from "../document";
@@ -11,6 +12,12 @@ interface Props {
   readOnly: boolean;
   problems: string[] | undefined;
   onChange: (id: string, patch: Partial<FlowNodeData>, coalesceKey: string) => void;
+  // What feeds this node's inputs, and the outputs that could: the keyboard's way
+  // to connect ports (the canvas needs a pointer).
+  incoming: readonly Edge[];
+  candidates: readonly { node: string; label: string; port: string }[];
+  onConnect: (connection: Connection) => void;
+  onDisconnect: (edgeId: string) => void;
 }
 
 // Only these limits apply to a single test run; retries and backoff belong to runs.
@@ -178,7 +185,60 @@ function NodeTestSection({ node }: { node: FlowNode }) {
   );
 }
 
-export function NodePanel({ node, readOnly, problems, onChange }: Props) {
+function Connections({ node, readOnly, incoming, candidates, onConnect, onDisconnect }: Props) {
+  if (!node.data.inputs.length) return null;
+  return (
+    <fieldset className="fk-connections">
+      <legend>Inputs connected from</legend>
+      {node.data.inputs.map((port) => {
+        const edges = incoming.filter((edge) => edge.targetHandle === port.name);
+        return (
+          <div key={port.name} className="fk-connection">
+            <code>{port.name}</code>
+            <ul>
+              {edges.map((edge) => (
+                <li key={edge.id}>
+                  {edge.source}.{edge.sourceHandle}
+                  {readOnly ? null : (
+                    <button
+                      type="button"
+                      className="fk-link-button"
+                      aria-label={`Disconnect ${edge.source}.${edge.sourceHandle} from ${port.name}`}
+                      onClick={() => onDisconnect(edge.id)}
+                    >
+                      ×
+                    </button>
+                  )}
+                </li>
+              ))}
+              {edges.length ? null : <li className="fk-muted">nothing</li>}
+            </ul>
+            {readOnly || (edges.length && !port.list) ? null : (
+              <select
+                aria-label={`Connect an output to ${port.name}`}
+                value=""
+                onChange={(event) => {
+                  const [source, sourceHandle] = JSON.parse(event.target.value) as [string, string];
+                  onConnect({ source, sourceHandle, target: node.id, targetHandle: port.name });
+                }}
+              >
+                <option value="">Connect from…</option>
+                {candidates.map((candidate) => (
+                  <option key={`${candidate.node}.${candidate.port}`} value={JSON.stringify([candidate.node, candidate.port])}>
+                    {candidate.label} ({candidate.node}.{candidate.port})
+                  </option>
+                ))}
+              </select>
+            )}
+          </div>
+        );
+      })}
+    </fieldset>
+  );
+}
+
+export function NodePanel(props: Props) {
+  const { node, readOnly, problems, onChange } = props;
   const { data } = node;
   return (
     <aside className="fk-panel" aria-label="Selected node">
@@ -224,6 +284,7 @@ export function NodePanel({ node, readOnly, problems, onChange }: Props) {
         hint="comma-separated"
         onCommit={(text) => onChange(node.id, { outputs: parsePorts(text).map((port) => port.name) }, "outputs")}
       />
+      <Connections {...props} />
       <fieldset className="fk-limits">
         <legend>Limits</legend>
         <LimitField name="timeout_s" label="Timeout (s)" node={node} readOnly={readOnly} onChange={onChange} />

@@ -57,6 +57,26 @@ function withoutDanglingEdges(graph: Graph): Graph {
   return edges.length === graph.edges.length ? graph : { ...graph, edges };
 }
 
+const NODE_BOX = { width: 200, height: 100 };
+
+/** The first place at or below `start` where a new node covers no existing one. */
+function freePosition(nodes: readonly FlowNode[], start: XYPosition): XYPosition {
+  const position = { ...start };
+  const overlaps = () =>
+    nodes.some((node) => {
+      const width = node.measured?.width ?? NODE_BOX.width;
+      const height = node.measured?.height ?? NODE_BOX.height;
+      return (
+        position.x < node.position.x + width &&
+        node.position.x < position.x + NODE_BOX.width &&
+        position.y < node.position.y + height &&
+        node.position.y < position.y + NODE_BOX.height
+      );
+    });
+  for (let tries = 0; tries < 200 && overlaps(); tries += 1) position.y += 40;
+  return position;
+}
+
 export function useEditorStore(pipeline: PipelineDetail) {
   const flow = useReactFlow<FlowNode, Edge>();
   const [graph, setGraphState] = useState<Graph>(() => toGraph(pipeline.document));
@@ -137,9 +157,7 @@ export function useEditorStore(pipeline: PipelineDetail) {
       const centre = pane
         ? flow.screenToFlowPosition({ x: pane.left + pane.width / 2, y: pane.top + pane.height / 2 })
         : { x: 0, y: 0 };
-      // Step each new node aside so repeated Adds do not stack exactly.
-      const step = (graphRef.current.nodes.length % 6) * 30;
-      addNode(template, { x: centre.x - 100 + step, y: centre.y - 45 + step });
+      addNode(template, freePosition(graphRef.current.nodes, { x: centre.x - 100, y: centre.y - 45 }));
     }
 
     function onNodesChange(changes: NodeChange<FlowNode>[]) {
@@ -202,6 +220,10 @@ export function useEditorStore(pipeline: PipelineDetail) {
           }),
         `${id}:${coalesceKey}`,
       );
+    }
+
+    function disconnect(edgeId: string) {
+      commit((current) => ({ ...current, edges: current.edges.filter((edge) => edge.id !== edgeId) }));
     }
 
     function deleteSelected() {
@@ -320,6 +342,7 @@ export function useEditorStore(pipeline: PipelineDetail) {
       onNodeDragStart,
       onConnect,
       updateNode,
+      disconnect,
       deleteSelected,
       copy,
       paste,

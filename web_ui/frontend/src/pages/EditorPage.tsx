@@ -109,6 +109,20 @@ function Editor({ pipeline }: { pipeline: PipelineDetail }) {
     [store.graph.edges, store.problems],
   );
   const selected = store.graph.nodes.filter((node) => node.selected);
+  const focus = selected.length === 1 ? selected[0] : null;
+  const incoming = useMemo(
+    () => (focus ? store.graph.edges.filter((edge) => edge.target === focus.id) : []),
+    [focus, store.graph.edges],
+  );
+  const candidates = useMemo(
+    () =>
+      focus
+        ? store.graph.nodes
+            .filter((node) => node.id !== focus.id)
+            .flatMap((node) => node.data.outputs.map((port) => ({ node: node.id, label: node.data.label, port })))
+        : [],
+    [focus, store.graph.nodes],
+  );
 
   function onDrop(event: DragEvent) {
     event.preventDefault();
@@ -212,12 +226,16 @@ function Editor({ pipeline }: { pipeline: PipelineDetail }) {
             </ReactFlow>
           </ProblemsContext.Provider>
         </div>
-        {selected.length === 1 ? (
+        {focus ? (
           <NodePanel
-            node={selected[0]}
+            node={focus}
             readOnly={!editable}
-            problems={store.problems.nodes.get(selected[0].id)}
+            problems={store.problems.nodes.get(focus.id)}
             onChange={store.updateNode}
+            incoming={incoming}
+            candidates={candidates}
+            onConnect={store.onConnect}
+            onDisconnect={store.disconnect}
           />
         ) : (
           <aside className="fk-panel fk-muted" aria-label="Selected node">

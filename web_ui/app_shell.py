@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-MANIFEST = "web_ui/app/.vite/manifest.json"
+MANIFEST = "web_ui/app/manifest.json"
 ENTRY = "src/main.tsx"
 
 

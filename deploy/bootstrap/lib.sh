@@ -103,7 +103,7 @@ ensure_frontend() {
   command -v npm >/dev/null || apt_install nodejs npm
   sources=$(cd "$dir" && find src package.json package-lock.json tsconfig.json vite.config.ts -type f -print0 |
     LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
-  if [ -f "$out/.vite/manifest.json" ] && [ "$(cat "$out/.source-hash" 2>/dev/null)" = "$sources" ]; then
+  if [ -f "$out/manifest.json" ] && [ "$(cat "$out/.source-hash" 2>/dev/null)" = "$sources" ]; then
     return 0
   fi
   mkdir -p "$FLOWKIT_HOME/log"

@@ -57,7 +57,7 @@ def web_server(
     django_db_setup: None, celery_worker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """Daphne serving the app (and the built front end) on the test database."""
-    if not (REPO / "web_ui/static/web_ui/app/.vite/manifest.json").exists():
+    if not (REPO / "web_ui/static/web_ui/app/manifest.json").exists():
         pytest.fail("the front end is not built: run `make test` (it builds web_ui/frontend)")
     port = free_port()
     env = {key: value for key, value in server_environment().items() if key != "DJANGO_ALLOW_ASYNC_UNSAFE"}

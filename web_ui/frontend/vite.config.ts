@@ -9,7 +9,7 @@ export default defineConfig({
   build: {
     outDir: "../static/web_ui/app",
     emptyOutDir: true,
-    manifest: true,
+    manifest: "manifest.json",
     // One bundle (CodeMirror, xyflow, dagre) of about 1 MB, 300 kB gzipped: fine for an IDE.
     chunkSizeWarningLimit: 1200,
     rollupOptions: { input: "src/main.tsx" },

@@ -7,7 +7,6 @@ are committed and the server sees them; the flush after each test clears them.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
@@ -30,11 +29,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 VIEWPORT = {"width": 1280, "height": 800}
 PASSWORD = "a long enough password 123"
 SERVER_START_TIMEOUT_S = 30
-
-# Playwright's sync API runs an event loop in this thread; Django refuses ORM calls
-# from a thread with a running loop unless told that this one is safe (it is: the
-# loop belongs to Playwright, not to Django).
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 # Playwright waits up to this long in expect() before failing; runs start NPUs.
 expect.set_options(timeout=15_000)
@@ -85,12 +79,18 @@ def web_server(
         process.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    # Playwright's sync API keeps an event loop running in this thread, and Django
+    # refuses ORM calls from a thread with a running loop unless told this one is
+    # safe (it is: the loop is Playwright's). Only while a browser module runs, so
+    # the check still guards the consumer tests that share this pytest process.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
 
 
 def keep_screenshot(page: Page, test_name: str) -> None:

@@ -20,8 +20,8 @@ say "ruff"
 "$VENV/bin/ruff" check .
 say "mypy"
 "$VENV/bin/mypy" .
-say "front-end unit tests (vitest)"
-(cd "$REPO/web_ui/frontend" && npm test --silent)
+say "front end: prettier, tsc, vitest"
+(cd "$REPO/web_ui/frontend" && npm run lint --silent && npm test --silent)
 say "pytest"
 # pytest exits 5 when it collected no test: set -e makes that a failure, as it must be.
 "$VENV/bin/python" -m pytest -n "${FLOWKIT_TEST_PROCESSES:-2}" --dist loadfile "$@"

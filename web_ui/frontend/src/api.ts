@@ -106,7 +106,11 @@ async function request<T>(method: string, path: string, body?: unknown): Promise
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch {
-    throw new ApiError(0, "network_error", "The server cannot be reached. Check your connection and try again.");
+    throw new ApiError(
+      0,
+      "network_error",
+      "The server cannot be reached. Check your connection and try again.",
+    );
   }
   if (response.status === 204) return undefined as T;
   const text = await response.text();
@@ -141,7 +145,8 @@ export const api = {
   createPipeline: (name: string, document: PipelineDocument) =>
     request<PipelineDetail>("POST", "/pipelines", { name, document }),
   getPipeline: (id: string) => request<PipelineDetail>("GET", `/pipelines/${q(id)}`),
-  renamePipeline: (id: string, name: string) => request<PipelineDetail>("PATCH", `/pipelines/${q(id)}`, { name }),
+  renamePipeline: (id: string, name: string) =>
+    request<PipelineDetail>("PATCH", `/pipelines/${q(id)}`, { name }),
   duplicatePipeline: (id: string, name: string) =>
     request<PipelineDetail>("POST", `/pipelines/${q(id)}/duplicate`, { name }),
   deletePipeline: (id: string) => request<void>("DELETE", `/pipelines/${q(id)}`),
@@ -151,8 +156,12 @@ export const api = {
     request<Version>("PUT", `/pipelines/${q(id)}/document`, { document }),
   startRun: (id: string, input: unknown) => request<Run>("POST", `/pipelines/${q(id)}/runs`, { input }),
   getRun: (id: string) => request<RunDetail>("GET", `/runs/${q(id)}`),
-  startNodeTest: (body: { code: string; inputs: Record<string, unknown>; limits: Record<string, unknown>; label: string }) =>
-    request<{ id: string; state: string }>("POST", "/node-tests", body),
+  startNodeTest: (body: {
+    code: string;
+    inputs: Record<string, unknown>;
+    limits: Record<string, unknown>;
+    label: string;
+  }) => request<{ id: string; state: string }>("POST", "/node-tests", body),
   getNodeTest: (id: string) => request<NodeTest>("GET", `/node-tests/${q(id)}`),
 };
 

@@ -76,7 +76,9 @@ export const SCHEMA_VERSION = 1;
 export const NODE_ID_PATTERN = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
 
 function portOf(spec: PortSpec): Port {
-  return typeof spec === "string" ? { name: spec, list: false } : { name: spec.name, list: Boolean(spec.list) };
+  return typeof spec === "string"
+    ? { name: spec, list: false }
+    : { name: spec.name, list: Boolean(spec.list) };
 }
 
 function specOf(port: Port): PortSpec {
@@ -112,7 +114,11 @@ export function toGraph(document: PipelineDocument | null): Graph {
 }
 
 export function toDocument(graph: Graph, base: PipelineDocument | null): PipelineDocument {
-  const { nodes: _nodes, edges: _edges, ...rest } = base ?? { schema_version: SCHEMA_VERSION, nodes: [], edges: [] };
+  const {
+    nodes: _nodes,
+    edges: _edges,
+    ...rest
+  } = base ?? { schema_version: SCHEMA_VERSION, nodes: [], edges: [] };
   return {
     ...rest,
     schema_version: (rest.schema_version as number | undefined) ?? SCHEMA_VERSION,
@@ -167,7 +173,11 @@ export function formsCycle(edges: readonly Edge[], source: string, target: strin
 
 /** A node id not used yet, derived from a template or label: "fetch", "fetch_2", ... */
 export function freshNodeId(base: string, taken: ReadonlySet<string>): string {
-  let stem = base.replace(/[^A-Za-z0-9_-]+/g, "_").replace(/^[^A-Za-z_]+/, "").slice(0, 56) || "node";
+  let stem =
+    base
+      .replace(/[^A-Za-z0-9_-]+/g, "_")
+      .replace(/^[^A-Za-z_]+/, "")
+      .slice(0, 56) || "node";
   if (!NODE_ID_PATTERN.test(stem)) stem = "node";
   if (!taken.has(stem)) return stem;
   for (let n = 2; ; n += 1) {

@@ -22,7 +22,11 @@ function FlowkitNodeView({ id, data, selected }: NodeProps<FlowNode>) {
       <div className="fk-node-title">
         <strong>{data.label}</strong>
         <span className="fk-node-id">{id}</span>
-        {data.limits.network ? <span className="fk-badge" title="network access">net</span> : null}
+        {data.limits.network ? (
+          <span className="fk-badge" title="network access">
+            net
+          </span>
+        ) : null}
       </div>
       {data.inputs.map((port, index) => (
         <div key={`in-${port.name}`} className="fk-port fk-port-in" style={{ top: TOP + index * ROW }}>

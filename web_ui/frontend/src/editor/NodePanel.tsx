@@ -76,8 +76,13 @@ function LimitField(props: {
       onCommit={(text) => {
         const trimmed = text.trim();
         // A non-number is sent as typed: the server's validation names the problem.
-        const parsed: unknown = trimmed === "" ? undefined : Number.isNaN(Number(trimmed)) ? trimmed : Number(trimmed);
-        props.onChange(props.node.id, { limits: { ...props.node.data.limits, [props.name]: parsed } }, `limit-${props.name}`);
+        const parsed: unknown =
+          trimmed === "" ? undefined : Number.isNaN(Number(trimmed)) ? trimmed : Number(trimmed);
+        props.onChange(
+          props.node.id,
+          { limits: { ...props.node.data.limits, [props.name]: parsed } },
+          `limit-${props.name}`,
+        );
       }}
     />
   );
@@ -140,7 +145,12 @@ function NodeTestSection({ node }: { node: FlowNode }) {
       <h3>Test this node</h3>
       <label className="fk-field">
         <span>Inputs (JSON)</span>
-        <textarea rows={3} value={inputs} onChange={(event) => setInputs(event.target.value)} spellCheck={false} />
+        <textarea
+          rows={3}
+          value={inputs}
+          onChange={(event) => setInputs(event.target.value)}
+          spellCheck={false}
+        />
       </label>
       <button type="button" onClick={run} disabled={busy}>
         {busy ? "Testing…" : "Test node"}
@@ -175,7 +185,9 @@ function NodeTestSection({ node }: { node: FlowNode }) {
             <>
               <h4>Logs</h4>
               <pre className="fk-logs">
-                {result.logs.map((line) => `${line.level ?? ""} ${line.message ?? JSON.stringify(line)}`).join("\n")}
+                {result.logs
+                  .map((line) => `${line.level ?? ""} ${line.message ?? JSON.stringify(line)}`)
+                  .join("\n")}
               </pre>
             </>
           ) : null}
@@ -224,7 +236,10 @@ function Connections({ node, readOnly, incoming, candidates, onConnect, onDiscon
               >
                 <option value="">Connect from…</option>
                 {candidates.map((candidate) => (
-                  <option key={`${candidate.node}.${candidate.port}`} value={JSON.stringify([candidate.node, candidate.port])}>
+                  <option
+                    key={`${candidate.node}.${candidate.port}`}
+                    value={JSON.stringify([candidate.node, candidate.port])}
+                  >
                     {candidate.label} ({candidate.node}.{candidate.port})
                   </option>
                 ))}
@@ -282,14 +297,28 @@ export function NodePanel(props: Props) {
         value={data.outputs.join(", ")}
         readOnly={readOnly}
         hint="comma-separated"
-        onCommit={(text) => onChange(node.id, { outputs: parsePorts(text).map((port) => port.name) }, "outputs")}
+        onCommit={(text) =>
+          onChange(node.id, { outputs: parsePorts(text).map((port) => port.name) }, "outputs")
+        }
       />
       <Connections {...props} />
       <fieldset className="fk-limits">
         <legend>Limits</legend>
-        <LimitField name="timeout_s" label="Timeout (s)" node={node} readOnly={readOnly} onChange={onChange} />
+        <LimitField
+          name="timeout_s"
+          label="Timeout (s)"
+          node={node}
+          readOnly={readOnly}
+          onChange={onChange}
+        />
         <LimitField name="retries" label="Retries" node={node} readOnly={readOnly} onChange={onChange} />
-        <LimitField name="memory_mb" label="Memory (MB)" node={node} readOnly={readOnly} onChange={onChange} />
+        <LimitField
+          name="memory_mb"
+          label="Memory (MB)"
+          node={node}
+          readOnly={readOnly}
+          onChange={onChange}
+        />
         <LimitField name="cpus" label="CPUs" node={node} readOnly={readOnly} onChange={onChange} />
         <label className="fk-check">
           <input
@@ -297,7 +326,11 @@ export function NodePanel(props: Props) {
             checked={Boolean(data.limits.network)}
             disabled={readOnly}
             onChange={(event) =>
-              onChange(node.id, { limits: { ...data.limits, network: event.target.checked || undefined } }, "network")
+              onChange(
+                node.id,
+                { limits: { ...data.limits, network: event.target.checked || undefined } },
+                "network",
+              )
             }
           />
           Network access

@@ -52,7 +52,9 @@ function withoutDanglingEdges(graph: Graph): Graph {
   const edges = graph.edges.filter((edge) => {
     const source = ports.get(edge.source);
     const target = ports.get(edge.target);
-    return Boolean(source?.outputs.has(edge.sourceHandle ?? "") && target?.inputs.has(edge.targetHandle ?? ""));
+    return Boolean(
+      source?.outputs.has(edge.sourceHandle ?? "") && target?.inputs.has(edge.targetHandle ?? ""),
+    );
   });
   return edges.length === graph.edges.length ? graph : { ...graph, edges };
 }
@@ -121,7 +123,9 @@ export function useEditorStore(pipeline: PipelineDetail) {
     function restore(next: Graph | null) {
       if (!next) return;
       // Keep what is selected, so undoing a code edit leaves its node open in the panel.
-      const selectedIds = new Set(graphRef.current.nodes.filter((node) => node.selected).map((node) => node.id));
+      const selectedIds = new Set(
+        graphRef.current.nodes.filter((node) => node.selected).map((node) => node.id),
+      );
       setGraph({
         ...next,
         nodes: next.nodes.map((node) => (selectedIds.has(node.id) ? { ...node, selected: true } : node)),
@@ -186,8 +190,12 @@ export function useEditorStore(pipeline: PipelineDetail) {
         });
         return;
       }
-      const port = current.nodes.find((node) => node.id === target)?.data.inputs.find((p) => p.name === targetHandle);
-      const taken = current.edges.some((edge) => edge.target === target && edge.targetHandle === targetHandle);
+      const port = current.nodes
+        .find((node) => node.id === target)
+        ?.data.inputs.find((p) => p.name === targetHandle);
+      const taken = current.edges.some(
+        (edge) => edge.target === target && edge.targetHandle === targetHandle,
+      );
       if (port && !port.list && taken) {
         setNotice({
           kind: "error",
@@ -216,7 +224,9 @@ export function useEditorStore(pipeline: PipelineDetail) {
         (current) =>
           withoutDanglingEdges({
             ...current,
-            nodes: current.nodes.map((node) => (node.id === id ? { ...node, data: { ...node.data, ...patch } } : node)),
+            nodes: current.nodes.map((node) =>
+              node.id === id ? { ...node, data: { ...node.data, ...patch } } : node,
+            ),
           }),
         `${id}:${coalesceKey}`,
       );
@@ -232,7 +242,9 @@ export function useEditorStore(pipeline: PipelineDetail) {
       if (!gone.size && !current.edges.some((edge) => edge.selected)) return;
       commit(() => ({
         nodes: current.nodes.filter((node) => !gone.has(node.id)),
-        edges: current.edges.filter((edge) => !edge.selected && !gone.has(edge.source) && !gone.has(edge.target)),
+        edges: current.edges.filter(
+          (edge) => !edge.selected && !gone.has(edge.source) && !gone.has(edge.target),
+        ),
       }));
     }
 
@@ -263,7 +275,11 @@ export function useEditorStore(pipeline: PipelineDetail) {
             id,
             selected: true,
             position: { x: node.position.x + PASTE_OFFSET, y: node.position.y + PASTE_OFFSET },
-            data: { ...node.data, inputs: node.data.inputs.map((port) => ({ ...port })), limits: { ...node.data.limits } },
+            data: {
+              ...node.data,
+              inputs: node.data.inputs.map((port) => ({ ...port })),
+              limits: { ...node.data.limits },
+            },
           };
         });
         const edgeIds = new Set(current.edges.map((edge) => edge.id));
@@ -278,7 +294,10 @@ export function useEditorStore(pipeline: PipelineDetail) {
             target: renamed.get(edge.target) as string,
           };
         });
-        return { nodes: [...deselected(current.nodes), ...nodes], edges: [...deselected(current.edges), ...edges] };
+        return {
+          nodes: [...deselected(current.nodes), ...nodes],
+          edges: [...deselected(current.edges), ...edges],
+        };
       });
     }
 

@@ -1,14 +1,7 @@
 // The graph editor of one pipeline. All of the page's state lives in EditorStore
 // (editor/store.ts); this file wires it to the canvas, the palette and the panel.
 
-import {
-  Background,
-  Controls,
-  MiniMap,
-  ReactFlow,
-  ReactFlowProvider,
-  type Edge,
-} from "@xyflow/react";
+import { Background, Controls, MiniMap, ReactFlow, ReactFlowProvider, type Edge } from "@xyflow/react";
 import { useEffect, useMemo, useState, type DragEvent } from "react";
 import { Link, useBlocker, useNavigate, useParams } from "react-router-dom";
 import { api, messageOf, type PipelineDetail } from "../api";
@@ -119,7 +112,9 @@ function Editor({ pipeline }: { pipeline: PipelineDetail }) {
       focus
         ? store.graph.nodes
             .filter((node) => node.id !== focus.id)
-            .flatMap((node) => node.data.outputs.map((port) => ({ node: node.id, label: node.data.label, port })))
+            .flatMap((node) =>
+              node.data.outputs.map((port) => ({ node: node.id, label: node.data.label, port })),
+            )
         : [],
     [focus, store.graph.nodes],
   );
@@ -127,7 +122,8 @@ function Editor({ pipeline }: { pipeline: PipelineDetail }) {
   function onDrop(event: DragEvent) {
     event.preventDefault();
     const template = templateByKey(event.dataTransfer.getData(TEMPLATE_MIME));
-    if (template) store.addNode(template, store.flow.screenToFlowPosition({ x: event.clientX, y: event.clientY }));
+    if (template)
+      store.addNode(template, store.flow.screenToFlowPosition({ x: event.clientX, y: event.clientY }));
   }
 
   async function run() {
@@ -186,7 +182,10 @@ function Editor({ pipeline }: { pipeline: PipelineDetail }) {
         </button>
       </div>
       {store.notice ? (
-        <div className={store.notice.kind === "error" ? "fk-error" : "fk-notice"} role={store.notice.kind === "error" ? "alert" : "status"}>
+        <div
+          className={store.notice.kind === "error" ? "fk-error" : "fk-notice"}
+          role={store.notice.kind === "error" ? "alert" : "status"}
+        >
           {store.notice.text}
           {store.problems.general.length ? (
             <ul>
@@ -199,10 +198,14 @@ function Editor({ pipeline }: { pipeline: PipelineDetail }) {
       ) : null}
       <div className="fk-editor-body">
         {editable ? <Palette onAdd={store.addNodeAtCentre} /> : null}
-        <div className="fk-canvas" onDrop={onDrop} onDragOver={(event) => {
-          event.preventDefault();
-          event.dataTransfer.dropEffect = "copy";
-        }}>
+        <div
+          className="fk-canvas"
+          onDrop={onDrop}
+          onDragOver={(event) => {
+            event.preventDefault();
+            event.dataTransfer.dropEffect = "copy";
+          }}
+        >
           <ProblemsContext.Provider value={store.problems}>
             <ReactFlow
               nodes={store.graph.nodes}

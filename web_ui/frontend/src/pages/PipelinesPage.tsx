@@ -73,7 +73,12 @@ function PipelineRow({
               void act(() => api.renamePipeline(pipeline.id, name.trim()), `Renamed to “${name.trim()}”.`);
             }}
           >
-            <input aria-label="New name" value={name} autoFocus onChange={(event) => setName(event.target.value)} />
+            <input
+              aria-label="New name"
+              value={name}
+              autoFocus
+              onChange={(event) => setName(event.target.value)}
+            />
             <button type="submit" disabled={!name.trim()}>
               Save name
             </button>
@@ -91,9 +96,10 @@ function PipelineRow({
         <button
           type="button"
           onClick={() =>
-            void api
-              .exportPipeline(pipeline.id)
-              .then((data) => downloadJson(data, fileNameFor(pipeline.name)), (exc) => onError(messageOf(exc)))
+            void api.exportPipeline(pipeline.id).then(
+              (data) => downloadJson(data, fileNameFor(pipeline.name)),
+              (exc) => onError(messageOf(exc)),
+            )
           }
         >
           Export

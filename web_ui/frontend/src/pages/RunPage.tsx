@@ -84,7 +84,9 @@ export function RunPage() {
           ))}
         </tbody>
       </table>
-      <p className="fk-muted">The live monitor with logs, outputs and controls comes with the trace monitor.</p>
+      <p className="fk-muted">
+        The live monitor with logs, outputs and controls comes with the trace monitor.
+      </p>
     </section>
   );
 }

@@ -32,3 +32,14 @@ def test_a_logged_in_user_gets_the_shell_with_the_built_bundle_and_a_csrf_cookie
     assert '<div id="root"></div>' in html
     assert '<script type="module" src="/static/web_ui/app/assets/' in html
     assert "csrftoken" in response.cookies
+
+
+def test_an_unbuilt_front_end_is_a_clear_503_not_a_crash(monkeypatch):
+    from web_ui import app_shell
+
+    monkeypatch.setattr(app_shell.finders, "find", lambda path: None)
+    client = Client()
+    client.force_login(User.objects.create_user("someone", password="a long enough password 123"))
+    response = client.get("/app/")
+    assert response.status_code == 503
+    assert "the front end is not built" in response.content.decode()

@@ -248,21 +248,24 @@ export function useEditorStore(pipeline: PipelineDetail) {
       }));
     }
 
-    function copy() {
+    /** Copy the selected nodes and the edges between them; false when nothing is selected. */
+    function copy(): boolean {
       const current = graphRef.current;
       const nodes = current.nodes.filter((node) => node.selected);
       const ids = new Set(nodes.map((node) => node.id));
-      if (!nodes.length) return;
+      if (!nodes.length) return false;
       clipboard.current = {
         nodes,
         edges: current.edges.filter((edge) => ids.has(edge.source) && ids.has(edge.target)),
       };
       setNotice({ kind: "info", text: `Copied ${nodes.length} node${nodes.length === 1 ? "" : "s"}.` });
+      return true;
     }
 
-    function paste() {
+    /** Paste what copy() took, with fresh ids, beside the originals; false when nothing was copied. */
+    function paste(): boolean {
       const copied = clipboard.current;
-      if (!copied) return;
+      if (!copied) return false;
       commit((current) => {
         const taken = new Set(current.nodes.map((node) => node.id));
         const renamed = new Map<string, string>();
@@ -299,6 +302,7 @@ export function useEditorStore(pipeline: PipelineDetail) {
           edges: [...deselected(current.edges), ...edges],
         };
       });
+      return true;
     }
 
     function autoLayout() {

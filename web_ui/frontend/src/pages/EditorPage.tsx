@@ -2,7 +2,7 @@
 // (editor/store.ts); this file wires it to the canvas, the palette and the panel.
 
 import { Background, Controls, MiniMap, ReactFlow, ReactFlowProvider, type Edge } from "@xyflow/react";
-import { useEffect, useMemo, useState, type DragEvent } from "react";
+import { useEffect, useMemo, useRef, useState, type DragEvent } from "react";
 import { Link, useBlocker, useNavigate, useParams } from "react-router-dom";
 import { api, messageOf, type PipelineDetail } from "../api";
 import { NODE_TYPES } from "../editor/FlowkitNode";
@@ -60,9 +60,18 @@ function isTyping(target: EventTarget | null): boolean {
   return target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName);
 }
 
+/** True when the user has selected text on the page: Ctrl+C then copies that text. */
+function hasTextSelection(): boolean {
+  return Boolean(window.getSelection()?.toString());
+}
+
 function useShortcuts(store: EditorStore, editable: boolean) {
+  // One listener for the page's life; it reads the latest store through a ref.
+  const latest = useRef(store);
+  latest.current = store;
   useEffect(() => {
     function onKey(event: KeyboardEvent) {
+      const store = latest.current;
       const mod = event.ctrlKey || event.metaKey;
       const key = event.key.toLowerCase();
       if (mod && key === "s") {
@@ -73,15 +82,17 @@ function useShortcuts(store: EditorStore, editable: boolean) {
       if (!editable || isTyping(event.target)) return;
       if (mod && key === "z" && !event.shiftKey) store.undo();
       else if (mod && ((key === "z" && event.shiftKey) || key === "y")) store.redo();
-      else if (mod && key === "c") store.copy();
-      else if (mod && key === "v") store.paste();
-      else if (!mod && (event.key === "Delete" || event.key === "Backspace")) store.deleteSelected();
+      else if (mod && key === "c") {
+        if (hasTextSelection() || !store.copy()) return;
+      } else if (mod && key === "v") {
+        if (!store.paste()) return;
+      } else if (!mod && (event.key === "Delete" || event.key === "Backspace")) store.deleteSelected();
       else return;
       event.preventDefault();
     }
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [store, editable]);
+  }, [editable]);
 }
 
 function Editor({ pipeline }: { pipeline: PipelineDetail }) {

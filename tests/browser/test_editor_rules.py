@@ -4,10 +4,14 @@ and a single node's test run shows its outputs."""
 
 from __future__ import annotations
 
+import json
+
 from playwright.sync_api import Page, expect
 
+from control_unit.pipeline_actions import do_import_pipeline
 from tests.browser.canvas import canvas_node, connect, select_node
 from tests.browser.pipelines import two_node_pipeline
+from tests.integration.conftest import EXAMPLES
 
 EDGES = ".react-flow__edge"
 
@@ -127,3 +131,26 @@ def test_ports_connect_from_the_keyboard(editor_page: Page):
     panel.get_by_label("Connect an output to in").select_option(label="Merge (merge.merged)")
     expect(page.get_by_role("alert")).to_contain_text("merge → a would form a cycle")
     expect(page.locator(EDGES)).to_have_count(2)
+
+
+def test_the_example_pipelines_open_and_save_unchanged(editor_page: Page):
+    """The editor keeps what it does not edit (list ports, names, limits, extra keys)."""
+    page = editor_page
+    for path in sorted(EXAMPLES.glob("*.json")):
+        document = json.loads(path.read_text())
+        pipeline = do_import_pipeline(document)
+        page.goto(f"/app/pipelines/{pipeline.id}")
+        expect(page.locator(".react-flow__node")).to_have_count(len(document["nodes"]))
+        expect(page.locator(EDGES)).to_have_count(len(document["edges"]))
+        page.locator(".react-flow__pane").click(position={"x": 5, "y": 5})
+        page.keyboard.press("Control+s")
+        expect(page.get_by_role("status")).to_have_text("Saved version 2.")
+        saved = pipeline.versions.get(number=2).document
+        # Edges without an id get one (e1, e2, ...), so problems can name them.
+        assert all(edge["id"] for edge in saved["edges"])
+        assert without_edge_ids(saved) == without_edge_ids(document), path.name
+
+
+def without_edge_ids(document: dict) -> dict:
+    edges = [{key: value for key, value in edge.items() if key != "id"} for edge in document["edges"]]
+    return {**document, "edges": edges}

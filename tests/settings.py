@@ -23,3 +23,7 @@ if os.environ.get("FLOWKIT_TEST_QUEUE_OWNER") != _owner:
 os.environ["FLOWKIT_CACHE_PREFIX"] = f"flowkit-test-{_owner}-{os.getpid()}"
 
 from web_ui.settings import *  # noqa: E402, F403 - the environment above must be set first
+
+# Serve static files (the built front end) straight from the app directories, as
+# `collectstatic` is not part of the test run; the browser tests' Daphne needs them.
+WHITENOISE_USE_FINDERS = True

@@ -1,8 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from web_ui import vault_views
+from web_ui import app_shell, vault_views
 from web_ui.api.api import api
 from web_ui.health import healthz
 from web_ui.rate_limits import RateLimitedLoginView
@@ -17,5 +17,7 @@ urlpatterns = [
     path("vault/audit/", vault_views.audit, name="vault-audit"),
     path("vault/<str:name>/replace/", vault_views.replace_secret, name="vault-replace"),
     path("vault/<str:name>/delete/", vault_views.delete_secret, name="vault-delete"),
-    path("", RedirectView.as_view(pattern_name="vault"), name="home"),
+    path("app/", app_shell.app_shell, name="app"),
+    re_path(r"^app/(?P<path>.+)$", app_shell.app_shell),
+    path("", RedirectView.as_view(pattern_name="app"), name="home"),
 ]

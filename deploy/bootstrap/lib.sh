@@ -90,3 +90,37 @@ ensure_npu_image() {
   apt_install debootstrap
   "$VENV/bin/flowkit" npu build
 }
+
+# The browser front end (web_ui/frontend): install the locked packages when the lock
+# file changed, then `npm run build` (tsc --noEmit, vite build) into
+# web_ui/static/web_ui/app/, skipped when the build there was made from the same
+# sources (a hash stamp, as for pip). `npm install` rather than `npm ci`: the lock
+# was made against a registry mirror without rollup's builds for other platforms,
+# and `npm ci` refuses a lock that lacks optional packages; `npm install` installs
+# the locked versions and skips optional packages it cannot get.
+ensure_frontend() {
+  local dir=$REPO/web_ui/frontend out=$REPO/web_ui/static/web_ui/app sources lock
+  command -v npm >/dev/null || apt_install nodejs npm
+  sources=$(cd "$dir" && find src package.json package-lock.json tsconfig.json vite.config.ts -type f -print0 |
+    LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+  if [ -f "$out/manifest.json" ] && [ "$(cat "$out/.source-hash" 2>/dev/null)" = "$sources" ]; then
+    return 0
+  fi
+  mkdir -p "$FLOWKIT_HOME/log"
+  lock=$(sha256sum "$dir/package-lock.json" | cut -c1-16)
+  say "building the front end (log: $FLOWKIT_HOME/log/frontend.log)"
+  if ! (cd "$dir" &&
+        { [ "$(cat node_modules/.flowkit-lock-hash 2>/dev/null)" = "$lock" ] ||
+          { npm install --no-audit --no-fund && echo "$lock" >node_modules/.flowkit-lock-hash; }; } &&
+        npm run build) >"$FLOWKIT_HOME/log/frontend.log" 2>&1; then
+    tail -n 30 "$FLOWKIT_HOME/log/frontend.log" >&2
+    die "the front end did not build; the whole log is in $FLOWKIT_HOME/log/frontend.log"
+  fi
+  echo "$sources" >"$out/.source-hash"
+}
+
+# Debian's Chromium, which the browser tests drive through Playwright (Playwright's
+# own browser download is not used).
+ensure_chromium() {
+  apt_install chromium chromium-driver
+}

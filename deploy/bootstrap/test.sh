@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# `make test`: the full test suite (lint, types, unit and integration tests against
-# the real PostgreSQL, Redis, Docker engine and a Celery worker process).
+# `make test`: the full test suite (lint, types, unit, integration and browser tests
+# against the real PostgreSQL, Redis, Docker engine, a Celery worker process and
+# headless Chromium).
 # Extra arguments go to pytest, e.g. `make test ARGS="-k hardening"`.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 ensure_python_env dev
+ensure_frontend
+ensure_chromium
 ensure_postgres
 ensure_redis
 ensure_docker
@@ -17,6 +20,8 @@ say "ruff"
 "$VENV/bin/ruff" check .
 say "mypy"
 "$VENV/bin/mypy" .
+say "front end: prettier, tsc, vitest"
+(cd "$REPO/web_ui/frontend" && npm run lint --silent && npm test --silent)
 say "pytest"
 # pytest exits 5 when it collected no test: set -e makes that a failure, as it must be.
 "$VENV/bin/python" -m pytest -n "${FLOWKIT_TEST_PROCESSES:-2}" --dist loadfile "$@"

@@ -57,6 +57,7 @@ ensure_postgres
 ensure_redis
 ensure_docker
 ensure_npu_image
+ensure_frontend
 
 say "migrating the database"
 "$VENV/bin/python" "$REPO/manage.py" migrate --noinput -v0

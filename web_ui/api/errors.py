@@ -13,6 +13,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from control_unit.fcb import CannotRerun, InvalidTransition
 from control_unit.graph import InvalidPipeline
+from node_runner.limits import LimitError
 from secret_manager.errors import DuplicateSecret, SecretError, UnknownSecret
 from web_ui.roles import Forbidden
 
@@ -88,6 +89,11 @@ def install_error_handlers(api: NinjaAPI) -> None:
 
     api.add_exception_handler(ApiError, on_api_error)
     api.add_exception_handler(RequestDataTooBig, on_too_big)
+
+    def on_limit_error(request: HttpRequest, exc: Any) -> HttpResponse:
+        return error(api, request, 422, "invalid_limits", str(exc))
+
+    api.add_exception_handler(LimitError, on_limit_error)
     api.add_exception_handler(SecretError, on_secret_error)
     api.add_exception_handler(InvalidPipeline, on_invalid_pipeline)
     api.add_exception_handler(InvalidTransition, on_invalid_transition)

@@ -123,3 +123,37 @@ class RunOut(Schema):
 class RunDetailOut(RunOut):
     input: Any
     nodes: list[NodeRunOut]
+
+
+class NodeTestIn(Schema):
+    code: str = Field(min_length=1)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    # Runtime limits only (timeout_s, memory_mb, cpus, pids, network): a single
+    # test has no retries.
+    limits: dict[str, Any] = Field(default_factory=dict)
+    label: str = Field(default="", max_length=200)
+
+
+class NodeTestStartedOut(Schema):
+    id: UUID
+    state: str
+
+
+class NodeTestOut(Schema):
+    id: UUID
+    label: str
+    state: str
+    next_nodes: list[str]
+    outputs: dict[str, Any]
+    status_message: str
+    error: dict[str, Any] | None
+    logs: list[dict[str, Any]]
+    dropped_log_lines: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class MeOut(Schema):
+    username: str
+    role: str | None

@@ -1,0 +1,39 @@
+"""/api/node-tests: run one node's code with given inputs in a fresh NPU, outside
+any pipeline, and read back its outcome. The editor's "Test node" button uses it."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from ninja import Router, Status
+
+from control_unit.actions import do_start_node_test_run
+from control_unit.models import NodeTestRun
+from web_ui.api.schemas import ErrorOut, NodeTestIn, NodeTestOut, NodeTestStartedOut
+from web_ui.roles import EDITOR, VIEWER, require_role
+
+router = Router(tags=["node tests"])
+ERRORS: dict[int, Any] = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut}
+
+
+@router.post("", response={201: NodeTestStartedOut, **ERRORS})
+def start_node_test(request: HttpRequest, payload: NodeTestIn) -> Status[Any]:
+    # Editor, not viewer: a test run executes arbitrary code and may resolve secrets.
+    require_role(request.user, EDITOR)
+    test_run = do_start_node_test_run(
+        code=payload.code,
+        inputs=payload.inputs,
+        limits=payload.limits,
+        label=payload.label,
+        user=request.user,
+    )
+    return Status(201, {"id": test_run.id, "state": test_run.state})
+
+
+@router.get("/{test_run_id}", response={200: NodeTestOut, **ERRORS})
+def get_node_test(request: HttpRequest, test_run_id: UUID) -> NodeTestRun:
+    require_role(request.user, VIEWER)
+    return get_object_or_404(NodeTestRun, id=test_run_id)

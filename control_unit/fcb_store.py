@@ -157,7 +157,9 @@ def _send(run_id: str, dispatches: list[tuple[str, int, float]]) -> None:
 
     for node_id, attempt, delay_s in dispatches:
         try:
-            run_node.apply_async((run_id, node_id, attempt), countdown=delay_s or None)
+            run_node.apply_async(
+                (run_id, node_id, attempt), countdown=delay_s or None, queue=settings.FLOWKIT_CELERY_QUEUE
+            )
         except Exception:
             # The broker is unreachable (restarting, say). The node stays queued and
             # the dispatch watchdog re-sends it once it is overdue; the run's state

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 MAX_STDERR_BYTES = 64 * 1024
 # How often a running node checks whether its run was paused, resumed or cancelled.
 CONTROL_POLL_S = 0.2
-# Returns what the run wants of its running nodes: "run", "pause" or "cancel".
+# Returns what the run wants of its running nodes: "run", "pause" or "cancel" ("unknown"
+# while the database cannot say: nothing changes).
 RunControl = Callable[[], str]
 
 

@@ -13,6 +13,7 @@ from control_unit.actions import do_claim_node_test_run, do_finish_node_test_run
 from control_unit.models import NodeTestRun, Run
 from control_unit.run_actions import do_claim_node, do_record_node_outcome
 from node_runner import heartbeat  # noqa: F401 - connects the worker's heartbeat to Celery's signals
+from node_runner.database_retry import DATABASE_UNAVAILABLE, forget_connection, with_database_retry
 from node_runner.limits import LimitError, NodeLimits
 from node_runner.npu_execution import NpuOutcome, NpuUnavailable, RunControl, execute_in_npu
 from node_runner.wire import NpuJob
@@ -98,7 +99,12 @@ def run_control(run_id: str) -> Callable[[], str]:
     """What the run wants of its running nodes, read from the run's state."""
 
     def wanted() -> str:
-        state = Run.objects.filter(id=run_id).values_list("state", flat=True).first()
+        try:
+            state = Run.objects.filter(id=run_id).values_list("state", flat=True).first()
+        except DATABASE_UNAVAILABLE:
+            # Keep going as before; the next poll, on a new connection, will know.
+            forget_connection()
+            return "unknown"
         if state == "paused":
             return "pause"
         if state in (None, "cancelled", "failed", "succeeded"):
@@ -142,7 +148,10 @@ def run_node(self: Any, run_id: str, node_id: str, attempt: int) -> None:
     except Exception:
         # The outcome matters more than its trace: record it whatever happened here.
         log.exception("run %s node %s attempt %s: could not finish its trace", run_id, node_id, attempt)
-    applied = do_record_node_outcome(run_id, node_id, attempt, result)
+    # A database that is down for a moment must not strand the node in "running".
+    applied = with_database_retry(
+        lambda: do_record_node_outcome(run_id, node_id, attempt, result), what=f"result of {node_id}"
+    )
     verdict = "failed" if result.get("error") else "succeeded"
     log.info(
         "run %s node %s attempt %s: %s%s", run_id, node_id, attempt, verdict, "" if applied else " (ignored)"

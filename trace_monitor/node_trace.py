@@ -9,13 +9,16 @@ it dropped arrives as one ``logs_dropped`` event, the marker where lines are mis
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
 from django.conf import settings
+from django.db import OperationalError
 from django.utils import timezone
 
+from node_runner.database_retry import DATABASE_UNAVAILABLE, forget_connection, with_database_retry
 from node_runner.resource_sampler import NpuSample
 from secret_manager.masking import Masker
 from trace_monitor import kinds
@@ -23,7 +26,9 @@ from trace_monitor.models import NodeExecution, ResourceSample
 from trace_monitor.previews import cap_ports, cap_text
 from trace_monitor.recorder import EventDraft, record, record_samples
 
+log = logging.getLogger(__name__)
 MAX_TRACEBACK_BYTES = 64 * 1024
+RETRY_FLUSH_S = 1.0
 
 
 class NodeTrace:
@@ -40,7 +45,8 @@ class NodeTrace:
         self._samples: list[ResourceSample] = []
         self._lock = threading.Lock()  # samples arrive on the sampler's thread
         self._next_flush = 0.0
-        self._execution: NodeExecution | None = None
+        self._started_at = timezone.now()
+        self._container_id = ""
         self._peaks: dict[str, int | float | None] = {}
         self._closed = False
 
@@ -53,16 +59,13 @@ class NodeTrace:
     # -- NpuObserver ------------------------------------------------------------------
 
     def started(self, container_id: str, image: str, runtime: str) -> None:
-        now = timezone.now()
-        self._execution = NodeExecution.objects.create(
-            run_id=self.run_id,
-            pipeline_id=self.pipeline_id,
-            node_id=self.node_id,
-            attempt=self.attempt,
-            worker=self.worker,
-            container_id=container_id,
-            started_at=now,
-        )
+        self._started_at = timezone.now()
+        self._container_id = container_id
+        try:
+            # The timeline shows the attempt while it runs; finish() completes the row.
+            self._save_execution("running", None, None)
+        except DATABASE_UNAVAILABLE:
+            forget_connection()  # finish() writes the row then
         self._add(
             kinds.STARTED,
             {"worker": self.worker, "container_id": container_id, "image": image, "runtime": runtime},
@@ -146,16 +149,34 @@ class NodeTrace:
         )
         with self._lock:
             self._closed = True
+        with_database_retry(self._flush_or_fail, what=f"trace of {self.run_id}/{self.node_id}")
+        with_database_retry(
+            lambda: self._save_execution(outcome, error, duration_s), what=f"execution of {self.node_id}"
+        )
+
+    def _flush_or_fail(self) -> None:
         self.flush()
-        self._save_execution(outcome, error, duration_s)
+        if self._events:
+            raise OperationalError("the trace's last events could not be stored")
 
     def flush(self) -> None:
         with self._lock:
             events, self._events = self._events, []
             samples, self._samples = self._samples, []
-        # Events and samples are sent in separate messages; each kept in order.
-        record(self.run_id, events)
-        record_samples(self.run_id, samples)
+        try:
+            # Events and samples are sent in separate messages; each kept in order.
+            record(self.run_id, events)
+            events = []
+            record_samples(self.run_id, samples)
+        except DATABASE_UNAVAILABLE as exc:
+            # The node goes on; its events wait for the database (they are bounded by
+            # the log budget). Samples of that moment are given up: points on a chart.
+            log.warning("trace of %s/%s: the database is unreachable (%s)", self.run_id, self.node_id, exc)
+            forget_connection()
+            with self._lock:
+                self._events[:0] = events
+            self._next_flush = time.monotonic() + RETRY_FLUSH_S
+            return
         self._next_flush = time.monotonic() + settings.FLOWKIT_TRACE_FLUSH_S
 
     def _add(self, kind: str, data: dict[str, Any]) -> None:
@@ -171,19 +192,20 @@ class NodeTrace:
             self._peaks[name] = value if current is None else max(current, value)
 
     def _save_execution(self, outcome: str, error: dict[str, Any] | None, duration_s: float | None) -> None:
-        now = timezone.now()
-        execution = self._execution or NodeExecution(
+        # Written once, at the end: a row per attempt whatever happened on the way.
+        NodeExecution.objects.update_or_create(
             run_id=self.run_id,
-            pipeline_id=self.pipeline_id,
             node_id=self.node_id,
             attempt=self.attempt,
-            worker=self.worker,
-            started_at=now,
+            defaults={
+                "pipeline_id": self.pipeline_id,
+                "worker": self.worker,
+                "container_id": self._container_id,
+                "started_at": self._started_at,
+                "finished_at": None if outcome == "running" else timezone.now(),
+                "duration_s": None if outcome == "running" else (duration_s or 0.0),
+                "outcome": outcome,
+                "error_type": str((error or {}).get("error_type", ""))[:80],
+                **self._peaks,
+            },
         )
-        execution.finished_at = now
-        execution.duration_s = duration_s if duration_s is not None else 0.0
-        execution.outcome = outcome
-        execution.error_type = str((error or {}).get("error_type", ""))[:80]
-        for name, value in self._peaks.items():
-            setattr(execution, name, value)
-        execution.save()

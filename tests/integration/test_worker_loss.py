@@ -30,8 +30,17 @@ from tests.integration.conftest import (
 from trace_monitor.models import NodeExecution, WorkerStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
-# Fast heartbeats, so that ten losses fit in a test: lost after 3 s of silence.
-FAST = {"FLOWKIT_WORKER_HEARTBEAT_S": "0.5", "FLOWKIT_WORKER_LOST_AFTER_S": "3"}
+
+
+def fast(queue: str) -> dict[str, str]:
+    """Fast heartbeats, so that ten losses fit in a test: lost after 3 s of silence."""
+    return {
+        "FLOWKIT_WORKER_HEARTBEAT_S": "0.5",
+        "FLOWKIT_WORKER_LOST_AFTER_S": "3",
+        "FLOWKIT_CELERY_QUEUE": queue,
+    }
+
+
 KILLS = 10
 
 
@@ -93,13 +102,21 @@ def effect_node(url: str) -> str:
 
 
 @pytest.fixture
-def workers(transactional_db, tmp_path) -> Iterator[dict[str, WorkerProcess]]:
+def own_queue(settings) -> str:
+    """A queue of this test's own: the test process's other worker must not take its
+    nodes (dispatches read the queue from the settings when they are sent)."""
+    settings.FLOWKIT_CELERY_QUEUE = f"loss-{os.getpid()}-{time.monotonic_ns()}"
+    return str(settings.FLOWKIT_CELERY_QUEUE)
+
+
+@pytest.fixture
+def workers(transactional_db, own_queue, tmp_path) -> Iterator[dict[str, WorkerProcess]]:
     """Two workers of this test's own, named per test process."""
     live: dict[str, WorkerProcess] = {}
     prefix = f"loss-{os.getpid()}"
     for index in range(2):
         name = f"{prefix}-{index}@{socket.gethostname()}"
-        live[name] = start_worker(name, tmp_path / f"worker-{index}.log", FAST)
+        live[name] = start_worker(name, tmp_path / f"worker-{index}.log", fast(own_queue))
     yield live
     for worker in live.values():
         stop_worker(worker)
@@ -130,7 +147,7 @@ def running_on(run, wait_s: float = 30) -> str:
 
 
 def test_killing_the_worker_mid_node_ten_times_loses_nothing_and_applies_no_side_effect_twice(
-    workers, side_effects, docker_engine, tmp_path
+    workers, own_queue, side_effects, docker_engine, tmp_path
 ):
     effects, url = side_effects
     document = {
@@ -147,7 +164,7 @@ def test_killing_the_worker_mid_node_ten_times_loses_nothing_and_applies_no_side
         # A replacement starts while the survivor recovers the run (a new name: the
         # crashed host is still down).
         name = f"loss-{os.getpid()}-r{kill}@{socket.gethostname()}"
-        replacement = start_worker(name, tmp_path / f"replacement-{kill}.log", FAST, wait=False)
+        replacement = start_worker(name, tmp_path / f"replacement-{kill}.log", fast(own_queue), wait=False)
         run = wait_for_run(run, wait_s=60)
         wait_until_serving(replacement)
         workers[name] = replacement
@@ -191,11 +208,15 @@ def test_a_lost_attempt_of_a_node_without_retries_fails_the_run_with_a_clear_rea
 
 
 def test_a_worker_restarted_under_the_same_name_recovers_what_its_previous_life_left(
-    transactional_db, docker_engine, tmp_path
+    transactional_db, own_queue, docker_engine, tmp_path
 ):
     # Only the restart can recover the node here: no peer would call the worker lost
     # within the test.
-    slow_loss = {"FLOWKIT_WORKER_HEARTBEAT_S": "0.5", "FLOWKIT_WORKER_LOST_AFTER_S": "600"}
+    slow_loss = {
+        "FLOWKIT_WORKER_HEARTBEAT_S": "0.5",
+        "FLOWKIT_WORKER_LOST_AFTER_S": "600",
+        "FLOWKIT_CELERY_QUEUE": own_queue,
+    }
     name = f"restart-{os.getpid()}@{socket.gethostname()}"
     worker = start_worker(name, tmp_path / "worker.log", slow_loss)
     node = {"id": "charge", "code": "import time\ntime.sleep(30)\n", "limits": {"timeout_s": 60}}

@@ -30,7 +30,7 @@ from django.db import close_old_connections
 from control_unit.run_actions import do_fail_stranded_attempts, do_redispatch_overdue
 from node_runner.container_spec import ROLE_LABEL, ROLE_NPU
 from node_runner.docker_engine import engine
-from node_runner.reaper import reap_worker_containers
+from node_runner.reaper import reap_exited, reap_worker_containers
 from trace_monitor.resource_monitor import HostLoad, mark_lost_workers, record_heartbeat
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ class Heartbeat:
                     recover_previous_life(self.name, self.started)
                     recovered = True
                 recover_lost_workers()
+                reap_exited(self.name)
                 do_redispatch_overdue(settings.FLOWKIT_REDISPATCH_AFTER_S)
             except Exception:
                 # The monitor shows the worker as silent; the worker keeps running nodes.

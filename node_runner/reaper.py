@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime, timedelta
 
 import docker.errors
 
@@ -23,6 +24,34 @@ def reap_worker_containers(worker: str, created_before: float | None = None) -> 
             container.remove(force=True)
             removed.append(container.short_id)
     return removed
+
+
+def reap_exited(worker: str, older_than_s: float = 30.0) -> list[str]:
+    """Remove the NPUs of ``worker`` that exited more than ``older_than_s`` ago: their
+    runner removes them the moment they exit, unless the engine was away then."""
+    removed: list[str] = []
+    filters = {
+        "label": [f"{ROLE_LABEL}={ROLE_NPU}", f"flowkit.worker={worker}"],
+        "status": ["exited", "dead"],
+    }
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    for container in engine().containers.list(all=True, filters=filters):
+        finished = _parse_docker_time(container.attrs.get("State", {}).get("FinishedAt", ""))
+        if finished is not None and finished > cutoff:
+            continue
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+            removed.append(container.short_id)
+    return removed
+
+
+def _parse_docker_time(text: str) -> datetime | None:
+    # RFC 3339 with nanoseconds ("2026-11-22T22:40:01.123456789Z"): keep microseconds.
+    try:
+        head, _, fraction = text.rstrip("Z").partition(".")
+        return datetime.fromisoformat(f"{head}.{(fraction + '000000')[:6]}+00:00")
+    except ValueError:
+        return None
 
 
 def reap_npu_containers(*, include_running: bool = False) -> list[str]:

@@ -24,4 +24,10 @@ say "front end: prettier, tsc, vitest"
 (cd "$REPO/web_ui/frontend" && npm run lint --silent && npm test --silent)
 say "pytest"
 # pytest exits 5 when it collected no test: set -e makes that a failure, as it must be.
-"$VENV/bin/python" -m pytest -n "${FLOWKIT_TEST_PROCESSES:-2}" --dist loadfile "$@"
+"$VENV/bin/python" -m pytest -n "${FLOWKIT_TEST_PROCESSES:-2}" --dist loadfile -m "not exclusive" "$@"
+say "pytest: tests that run alone"
+# Without arguments these must exist (exit 5 fails); a selection given as arguments
+# (-k, a path) may leave none of them, which is fine.
+status=0
+"$VENV/bin/python" -m pytest -m exclusive "$@" || status=$?
+if [ "$status" -ne 0 ] && ! { [ "$status" -eq 5 ] && [ "$#" -gt 0 ]; }; then exit "$status"; fi

@@ -53,6 +53,7 @@ def wait_for_container(docker_engine, run, wait_s=30):
     return container
 
 
+@pytest.mark.exclusive
 def test_pause_freezes_a_cpu_burning_node_and_resume_completes_the_run(
     celery_worker, transactional_db, docker_engine
 ):

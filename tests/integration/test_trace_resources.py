@@ -28,6 +28,7 @@ def finished(run):
     return run
 
 
+@pytest.mark.exclusive
 def test_a_cpu_burning_node_shows_cpu_samples_near_its_quota(celery_worker):
     burn = node_code(
         "import time\nend = time.monotonic() + 4\nwhile time.monotonic() < end:\n    pass\nvalue = 'burnt'"

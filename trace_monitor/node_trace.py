@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import asdict
 from typing import Any
 
 from django.conf import settings
@@ -95,20 +96,8 @@ class NodeTrace:
         with self._lock:
             if self._closed:
                 return
-            self._samples.append(
-                ResourceSample(
-                    run_id=self.run_id,
-                    node_id=self.node_id,
-                    attempt=self.attempt,
-                    at=sample.at,
-                    cpu_percent=sample.cpu_percent,
-                    memory_bytes=sample.memory_bytes,
-                    memory_limit_bytes=sample.memory_limit_bytes,
-                    net_rx_bytes=sample.net_rx_bytes,
-                    net_tx_bytes=sample.net_tx_bytes,
-                    pids=sample.pids,
-                )
-            )
+            where = {"run_id": self.run_id, "node_id": self.node_id, "attempt": self.attempt}
+            self._samples.append(ResourceSample(**where, **asdict(sample)))
             self._peak("cpu_percent_max", sample.cpu_percent)
             self._peak("memory_bytes_max", sample.memory_bytes)
             # Network counters only grow: the last reading is the total.

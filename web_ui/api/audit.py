@@ -10,11 +10,11 @@ from ninja import Query, Router, Schema
 
 from control_unit.models import AuditEvent
 from web_ui.api.errors import in_utc
-from web_ui.api.schemas import ErrorOut
+from web_ui.api.schemas import error_responses
 from web_ui.roles import ADMIN, require_role
 
 router = Router(tags=["audit"])
-ERRORS: dict[int, Any] = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 422: ErrorOut}
+ERRORS = error_responses(422)
 
 
 class AuditFilters(Schema):

@@ -12,11 +12,11 @@ from ninja import Router, Status
 
 from control_unit.actions import do_start_node_test_run
 from control_unit.models import NodeTestRun
-from web_ui.api.schemas import ErrorOut, NodeTestIn, NodeTestOut, NodeTestStartedOut
+from web_ui.api.schemas import NodeTestIn, NodeTestOut, NodeTestStartedOut, error_responses
 from web_ui.roles import EDITOR, VIEWER, require_role
 
 router = Router(tags=["node tests"])
-ERRORS: dict[int, Any] = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut}
+ERRORS = error_responses(404, 422)
 
 
 @router.post("", response={201: NodeTestStartedOut, **ERRORS})

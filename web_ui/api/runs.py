@@ -15,19 +15,12 @@ from control_unit import run_actions
 from control_unit.models import NodeRun, Run
 from trace_monitor.previews import capped_node
 from web_ui.api.errors import in_utc
-from web_ui.api.schemas import ErrorOut, RerunIn, RunDetailOut, RunOut
+from web_ui.api.schemas import ErrorOut, RerunIn, RunDetailOut, RunOut, error_responses
 from web_ui.rate_limits import check_run_start_rate
 from web_ui.roles import EDITOR, VIEWER, require_role
 
 router = Router(tags=["runs"])
-ERRORS: dict[int, Any] = {
-    400: ErrorOut,
-    401: ErrorOut,
-    403: ErrorOut,
-    404: ErrorOut,
-    409: ErrorOut,
-    422: ErrorOut,
-}
+ERRORS = error_responses(404, 409, 422)
 NODE_FIELDS = (*NodeRun.VISIBLE_FIELDS, "worker", "container_id")
 
 

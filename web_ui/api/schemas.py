@@ -17,6 +17,11 @@ class ErrorOut(Schema):
     detail: list[dict[str, Any]] | None = None
 
 
+def error_responses(*codes: int) -> dict[int, Any]:
+    """The error responses of an operation: 400, 401, 403 and ``codes``, all ErrorOut."""
+    return {code: ErrorOut for code in (400, 401, 403, *codes)}
+
+
 class ProblemOut(Schema):
     code: str
     message: str

@@ -10,18 +10,11 @@ from ninja import Router, Schema, Status
 from pydantic import Field
 
 from secret_manager import actions
-from web_ui.api.schemas import ErrorOut
+from web_ui.api.schemas import error_responses
 from web_ui.roles import ADMIN, EDITOR, VIEWER, Forbidden, has_role
 
 router = Router(tags=["secrets"])
-ERRORS: dict[int, Any] = {
-    400: ErrorOut,
-    401: ErrorOut,
-    403: ErrorOut,
-    404: ErrorOut,
-    409: ErrorOut,
-    422: ErrorOut,
-}
+ERRORS = error_responses(404, 409, 422)
 MAX_VALUE_CHARS = 65536
 
 

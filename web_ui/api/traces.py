@@ -20,11 +20,11 @@ from trace_monitor.kinds import ALL_KINDS
 from trace_monitor.models import NodeExecution, ResourceSample
 from trace_monitor.previews import capped_node
 from web_ui.api.errors import ApiError, in_utc
-from web_ui.api.schemas import ErrorOut
+from web_ui.api.schemas import error_responses
 from web_ui.roles import VIEWER, require_role
 
 router = Router(tags=["traces"])
-ERRORS: dict[int, Any] = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut}
+ERRORS = error_responses(404, 422)
 EXECUTION_FIELDS = (
     "node_id", "attempt", "worker", "container_id", "started_at", "finished_at", "duration_s", "outcome",
     "error_type", "cpu_percent_max", "memory_bytes_max", "net_rx_bytes", "net_tx_bytes",

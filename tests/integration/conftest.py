@@ -4,13 +4,17 @@ the Docker engine, and helpers that send nodes through them."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +161,37 @@ def web_server(transactional_db: None, celery_worker: WorkerProcess) -> Iterator
     server.start()
     yield server
     server.stop()
+
+
+@contextmanager
+def host_server_for_npus(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server on the host that NPUs with network access can reach, at their
+    bridge's gateway; yields its base URL. The NPU egress policy (deploy/bootstrap/lib.sh
+    ensure_npu_egress_policy) refuses NPU traffic to the host, so the test opens its
+    one port for as long as the server runs, and closes it again."""
+    from node_runner.npu_execution import ensure_npu_network
+
+    network = ensure_npu_network(docker.from_env())
+    network.reload()
+    gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
+    server = ThreadingHTTPServer((gateway, 0), handler)
+    rule = ["-p", "tcp", "-d", gateway, "--dport", str(server.server_address[1]), "-j", "ACCEPT"]
+    opened = _iptables("-I", "FLOWKIT-NPU-INPUT", "1", *rule)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{gateway}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        if opened:
+            _iptables("-D", "FLOWKIT-NPU-INPUT", *rule)
+
+
+def _iptables(*args: str) -> bool:
+    """Run iptables; False where there is no such chain (no egress policy installed)."""
+    if shutil.which("iptables") is None:
+        return False
+    return subprocess.run(["iptables", *args], capture_output=True).returncode == 0
 
 
 def single_node_run(code: str, name: str = "single node", **limits: Any) -> Any:

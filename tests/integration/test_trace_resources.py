@@ -4,14 +4,18 @@ CPU near the node's quota, memory a node allocates, network bytes it downloads."
 from __future__ import annotations
 
 import statistics
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from node_runner.npu_execution import ensure_npu_network
-from tests.integration.conftest import node_code, nodes_of, single_node_run, wait_for_run
+from tests.integration.conftest import (
+    host_server_for_npus,
+    node_code,
+    nodes_of,
+    single_node_run,
+    wait_for_run,
+)
 from trace_monitor.models import NodeExecution, ResourceSample, TraceEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -77,18 +81,10 @@ class _Payload(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def payload_url(docker_engine) -> Iterator[str]:
-    """A local HTTP server serving 20 MiB, at the address NPUs with network access
-    reach the host by (their bridge's gateway)."""
-    network = ensure_npu_network(docker_engine)
-    network.reload()
-    gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
-    server = ThreadingHTTPServer((gateway, 0), _Payload)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://{gateway}:{server.server_address[1]}/payload"
-    server.shutdown()
-    server.server_close()
+def payload_url() -> Iterator[str]:
+    """A local HTTP server serving 20 MiB to NPUs."""
+    with host_server_for_npus(_Payload) as url:
+        yield f"{url}/payload"
 
 
 def test_a_node_that_downloads_from_a_local_server_shows_network_bytes(celery_worker, payload_url):

@@ -12,15 +12,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
-from node_runner.npu_execution import ensure_npu_network
 from tests.integration.conftest import (
     WorkerProcess,
+    host_server_for_npus,
     nodes_of,
     start_worker,
     stop_worker,
@@ -73,16 +73,10 @@ class SideEffects:
 
 
 @pytest.fixture
-def side_effects(docker_engine) -> Iterator[tuple[SideEffects, str]]:
-    network = ensure_npu_network(docker_engine)
-    network.reload()
-    gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
+def side_effects() -> Iterator[tuple[SideEffects, str]]:
     effects = SideEffects()
-    server = ThreadingHTTPServer((gateway, 0), effects.handler())
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield effects, f"http://{gateway}:{server.server_address[1]}/effect"
-    server.shutdown()
-    server.server_close()
+    with host_server_for_npus(effects.handler()) as url:
+        yield effects, f"{url}/effect"
 
 
 def effect_node(url: str) -> str:

@@ -234,6 +234,12 @@ def _drive(
         outcome.error = NodeError("ProtocolViolation", str(exc))
     finally:
         outcome.duration_s = time.monotonic() - started
+        # close() alone leaves the connection open while the attach response still
+        # holds the socket: a node that keeps writing then blocks dockerd's copy of
+        # its stdout, and with it the kill and removal below (found by the attack
+        # suite: a gigabyte forged onto the channel stalled both for 30 s each).
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
         sock.close()
     if stopped:
         _kill(container)

@@ -1,0 +1,166 @@
+"""Hostile code tries to become more than an unprivileged process in its NPU:
+mounts, new namespaces, setuid binaries, root-owned files."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+
+from tests.security.conftest import REPO, node_code, runtime
+
+MOUNT = node_code(
+    """
+import ctypes, os, subprocess
+libc = ctypes.CDLL(None, use_errno=True)
+os.makedirs('/tmp/m', exist_ok=True)
+before = open('/proc/self/mountinfo').read()
+value = {}
+for source, target, fstype in [(b'none', b'/tmp/m', b'tmpfs'), (b'proc', b'/tmp/m', b'proc'),
+                               (b'/', b'/tmp/m', b'none')]:
+    flags = 4096 if fstype == b'none' else 0  # MS_BIND for the bind mount of /
+    result = libc.mount(source, target, fstype, flags, None)
+    value[fstype.decode()] = 0 if result == 0 else ctypes.get_errno()
+# Remounting the read-only root filesystem read-write.
+result = libc.mount(None, b'/', None, 32 | 1 << 5, None)  # MS_REMOUNT
+value['remount'] = 0 if result == 0 else ctypes.get_errno()
+try:
+    value['mount_binary'] = subprocess.run(['mount', '-t', 'tmpfs', 'none', '/tmp/m'],
+                                           capture_output=True).returncode
+except OSError as exc:
+    value['mount_binary'] = exc.errno
+value['unchanged'] = open('/proc/self/mountinfo').read() == before
+"""
+)
+
+
+def test_mounting_anything_is_refused(sandbox):
+    tried = sandbox.attack(MOUNT)
+    assert tried.state == "succeeded", tried.error
+    result = tried.outputs["value"]
+    assert {result[kind] for kind in ("tmpfs", "proc", "none", "remount")} == {errno.EPERM}
+    assert result["mount_binary"] != 0
+    assert result["unchanged"] is True
+
+
+UNSHARE = node_code(
+    """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE = {'user': 0x10000000, 'mount': 0x00020000, 'net': 0x40000000, 'pid': 0x20000000,
+         'uts': 0x04000000, 'ipc': 0x08000000, 'cgroup': 0x02000000}
+value = {'unshare': {}}
+for name, flag in CLONE.items():
+    value['unshare'][name] = 0 if libc.unshare(flag) == 0 else ctypes.get_errno()
+# Whatever a new user namespace granted, it must not reach outside the NPU.
+value['uid'] = os.getuid()
+value['writes'] = {}
+for path in ['/etc/passwd', '/opt/flowkit/flowkit/runtime.py']:
+    try:
+        with open(path, 'a') as handle:
+            handle.write('pwned')
+        value['writes'][path] = 'written'
+    except OSError as exc:
+        value['writes'][path] = exc.errno
+"""
+)
+
+
+def test_unsharing_namespaces_gains_nothing(sandbox):
+    tried = sandbox.attack(UNSHARE)
+    assert tried.state == "succeeded", tried.error
+    result = tried.outputs["value"]
+    if runtime() == "runc":
+        # Docker's seccomp profile refuses unshare without CAP_SYS_ADMIN.
+        assert set(result["unshare"].values()) == {errno.EPERM}, result["unshare"]
+    else:
+        # gVisor implements user namespaces inside its own kernel; what a node gets
+        # there is checked by its effects below, never by the host kernel.
+        assert result["unshare"]["net"] == errno.EPERM or result["unshare"]["user"] == 0, result
+    assert result["uid"] != 0
+    assert set(result["writes"].values()) <= {errno.EROFS, errno.EACCES}, result["writes"]
+
+
+SETUID = node_code(
+    """
+import os, stat
+value = {'setuid_files': [], 'calls': {}}
+for top in ['/bin', '/sbin', '/usr', '/lib', '/etc', '/opt', '/var']:
+    for root, dirs, files in os.walk(top):
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue
+            if stat.S_ISREG(mode) and mode & (stat.S_ISUID | stat.S_ISGID):
+                value['setuid_files'].append(path)
+for name, call in [('setuid', lambda: os.setuid(0)), ('setgid', lambda: os.setgid(0)),
+                   ('setreuid', lambda: os.setreuid(0, 0)), ('setgroups', lambda: os.setgroups([0]))]:
+    try:
+        call()
+        value['calls'][name] = 0
+    except OSError as exc:
+        value['calls'][name] = exc.errno
+open('/tmp/own', 'w').close()
+for name, call in [('chown_root', lambda: os.chown('/tmp/own', 0, 0)),
+                   ('chmod_setuid', lambda: os.chmod('/tmp/own', 0o4755))]:
+    try:
+        call()
+        value['calls'][name] = 0
+    except OSError as exc:
+        value['calls'][name] = exc.errno
+value['setuid_bit_kept'] = bool(os.stat('/tmp/own').st_mode & stat.S_ISUID)
+import subprocess
+value['su'] = subprocess.run(['su', '-c', 'id -u'], capture_output=True, input=b'\\n').returncode
+value['uid'] = os.getuid()
+"""
+)
+
+
+def test_no_setuid_binary_exists_and_becoming_root_is_refused(sandbox):
+    tried = sandbox.attack(SETUID)
+    assert tried.state == "succeeded", tried.error
+    result = tried.outputs["value"]
+    assert result["setuid_files"] == []
+    calls = result["calls"]
+    assert {calls[name] for name in ("setuid", "setgid", "setreuid", "setgroups", "chown_root")} == {errno.EPERM}
+    # chmod u+s on one's own file is allowed, but /tmp is nosuid and no-new-privileges holds.
+    assert result["su"] != 0
+    assert result["uid"] != 0
+
+
+READ_RUNTIME = node_code(
+    "import hashlib\nvalue = hashlib.sha256(open('/opt/flowkit/flowkit/runtime.py', 'rb').read()).hexdigest()"
+)
+TAMPER = node_code(
+    """
+import os
+value = {}
+for path in ['/opt/flowkit/flowkit/runtime.py', '/opt/flowkit/flowkit/pwned.py', '/etc/passwd',
+             '/usr/bin/python3', '/root/x', '/x']:
+    try:
+        with open(path, 'ab') as handle:
+            handle.write(b'\\nimport os; os.system(\"id\")\\n')
+        value[path] = 'written'
+    except OSError as exc:
+        value[path] = exc.errno
+for name, call in [('rename', lambda: os.rename('/opt/flowkit/flowkit/log.py', '/opt/flowkit/flowkit/log2.py')),
+                   ('unlink', lambda: os.unlink('/opt/flowkit/flowkit/node.py')),
+                   ('mkdir', lambda: os.mkdir('/var/pwned'))]:
+    try:
+        call()
+        value[name] = 'done'
+    except OSError as exc:
+        value[name] = exc.errno
+"""
+)
+
+
+def test_writing_to_the_root_filesystem_fails_and_the_next_npu_gets_a_pristine_runtime(sandbox, run_node):
+    tampered = sandbox.attack(TAMPER)
+    assert tampered.state == "succeeded", tampered.error
+    assert set(tampered.outputs["value"].values()) <= {errno.EROFS, errno.EACCES}, tampered.outputs
+    # From the host's copy: the next NPU runs exactly the runtime in the repository.
+    expected = hashlib.sha256((REPO / "npu_image/flowkit/runtime.py").read_bytes()).hexdigest()
+    after = run_node(READ_RUNTIME)
+    assert after.outputs == {"value": expected}

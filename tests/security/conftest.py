@@ -42,7 +42,7 @@ BYSTANDER_SECONDS = 1.5
 BYSTANDER_VALUE = hashlib.sha256(b"the bystander's honest work").hexdigest()
 BYSTANDER = node_code(
     f"import hashlib, time\ntime.sleep({BYSTANDER_SECONDS})\n"
-    "value = hashlib.sha256(b\"the bystander's honest work\").hexdigest()"
+    'value = hashlib.sha256(b"the bystander\'s honest work").hexdigest()'
 )
 
 
@@ -86,7 +86,9 @@ class Sandbox:
         self.bystanders.append(run)
         return run
 
-    def attack(self, code: str, inputs: dict[str, Any] | None = None, wait_s: float = 120, **limits: Any) -> NodeTestRun:
+    def attack(
+        self, code: str, inputs: dict[str, Any] | None = None, wait_s: float = 120, **limits: Any
+    ) -> NodeTestRun:
         """Run ``code`` in an NPU beside a bystander; check the surroundings; return
         the finished node test run for the case's own assertions."""
         bystander = self.start_bystander()
@@ -179,7 +181,9 @@ def host_addresses(engine: docker.DockerClient) -> HostAddresses:
         ["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True, check=True
     ).stdout
     own = [line.split()[3].split("/")[0] for line in listed.splitlines()]
-    route = subprocess.run(["ip", "-4", "route", "show", "default"], capture_output=True, text=True, check=True)
+    route = subprocess.run(
+        ["ip", "-4", "route", "show", "default"], capture_output=True, text=True, check=True
+    )
     words = route.stdout.split()
     default_gateway = words[words.index("via") + 1] if "via" in words else None
     return HostAddresses(gateway, [a for a in own if a != gateway], default_gateway)
@@ -207,4 +211,4 @@ def rss_mb(pid: int) -> float:
 
 def marker_path(tag: str) -> Path:
     """A host path that hostile code would create if it ever ran outside an NPU."""
-    return Path("/tmp") / f"flowkit-security-marker-{tag}-{os.getpid()}-{time.monotonic_ns()}"  # noqa: S108
+    return Path("/tmp") / f"flowkit-security-marker-{tag}-{os.getpid()}-{time.monotonic_ns()}"

@@ -123,7 +123,9 @@ def test_no_setuid_binary_exists_and_becoming_root_is_refused(sandbox):
     result = tried.outputs["value"]
     assert result["setuid_files"] == []
     calls = result["calls"]
-    assert {calls[name] for name in ("setuid", "setgid", "setreuid", "setgroups", "chown_root")} == {errno.EPERM}
+    assert {calls[name] for name in ("setuid", "setgid", "setreuid", "setgroups", "chown_root")} == {
+        errno.EPERM
+    }
     # chmod u+s on one's own file is allowed, but /tmp is nosuid and no-new-privileges holds.
     assert result["su"] != 0
     assert result["uid"] != 0
@@ -144,7 +146,8 @@ for path in ['/opt/flowkit/flowkit/runtime.py', '/opt/flowkit/flowkit/pwned.py',
         value[path] = 'written'
     except OSError as exc:
         value[path] = exc.errno
-for name, call in [('rename', lambda: os.rename('/opt/flowkit/flowkit/log.py', '/opt/flowkit/flowkit/log2.py')),
+SDK = '/opt/flowkit/flowkit'
+for name, call in [('rename', lambda: os.rename(f'{SDK}/log.py', f'{SDK}/log2.py')),
                    ('unlink', lambda: os.unlink('/opt/flowkit/flowkit/node.py')),
                    ('mkdir', lambda: os.mkdir('/var/pwned'))]:
     try:

@@ -38,7 +38,7 @@ for pid in inputs_pids:
 def test_other_processes_environment_and_command_lines_are_out_of_reach_through_proc(sandbox, celery_worker):
     pids = worker_pids(celery_worker)
     # From the host: the worker's environment does hold what the node must not see.
-    host_environ = open(f"/proc/{pids[0]}/environ", "rb").read().decode()  # noqa: SIM115, PTH123
+    host_environ = open(f"/proc/{pids[0]}/environ", "rb").read().decode()  # noqa: SIM115
     assert settings.SECRET_KEY in host_environ
 
     seen = sandbox.attack(READ_EVERY_PROCESS, {"pids": pids})

@@ -46,21 +46,22 @@ children = []
 for _ in range(6):
     pid = os.fork()
     if pid == 0:
-        hog = bytearray(64 * 1024 * 1024)
+        hog = bytearray(96 * 1024 * 1024)
         for i in range(0, len(hog), 4096):
             hog[i] = 1
-        time.sleep(30)
+        time.sleep(1)
         os._exit(0)
     children.append(pid)
-for pid in children:
-    os.waitpid(pid, 0)
-value = 'survived'
+value = [os.waitpid(pid, 0)[1] for pid in children]  # killed hogs show signal 9
 """
 )
 
 
-def test_memory_bomb_spread_over_processes_is_killed_and_reported(sandbox, celery_worker):
+def test_memory_bomb_spread_over_processes_meets_one_shared_limit_and_is_reported(sandbox, celery_worker):
     bombed = sandbox.attack(SPREAD_MEMORY_BOMB, memory_mb=128, timeout_s=30)
+    # 6 x 96 MiB against 128 MiB for the whole NPU: the kernel's OOM killer takes
+    # the hogs, and the runner reports the node as killed for memory even though its
+    # runtime survived to answer.
     assert bombed.state == "failed"
     assert bombed.error["error_type"] == "OutOfMemory", bombed.error
     assert "memory limit 128 MiB" in bombed.error["message"]
@@ -87,12 +88,12 @@ while value['errno'] is None and value['written'] < 2048 * 1024 * 1024:
 )
 
 
-def test_filling_tmp_stops_at_its_size_limit(sandbox):
-    filled = sandbox.attack(FILL_TMP, tmpfs_mb=16, memory_mb=256)
+def test_filling_tmp_stops_at_its_size_limit(sandbox, settings):
+    filled = sandbox.attack(FILL_TMP, memory_mb=256)
     assert filled.state == "succeeded", filled.error
     result = filled.outputs["value"]
     assert result["errno"] == errno.ENOSPC
-    assert result["written"] <= 16 * 1024 * 1024
+    assert result["written"] <= settings.FLOWKIT_NPU_TMPFS_MB * 1024 * 1024
 
 
 GIGABYTE_ON_STDOUT = node_code(

@@ -111,7 +111,9 @@ for name, call in [('chown_root', lambda: os.chown('/tmp/own', 0, 0)),
         value['calls'][name] = exc.errno
 value['setuid_bit_kept'] = bool(os.stat('/tmp/own').st_mode & stat.S_ISUID)
 import subprocess
-value['su'] = subprocess.run(['su', '-c', 'id -u'], capture_output=True, input=b'\\n').returncode
+# In its own session: su signals its process group when it gives up.
+value['su'] = subprocess.run(['su', '-c', 'id -u'], capture_output=True, input=b'\\n',
+                             start_new_session=True).returncode
 value['uid'] = os.getuid()
 """
 )

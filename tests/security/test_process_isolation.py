@@ -9,7 +9,7 @@ import uuid
 
 from django.conf import settings
 
-from tests.security.conftest import host_addresses, node_code, worker_pids
+from tests.security.conftest import host_addresses, node_code, runtime, worker_pids
 
 READ_EVERY_PROCESS = node_code(
     """
@@ -55,7 +55,7 @@ def test_other_processes_environment_and_command_lines_are_out_of_reach_through_
     assert found["host_pids"] == [errno.ENOENT] * len(pids)
 
 
-SIGNAL_EVERYTHING = node_code(
+SIGNAL_THE_WORKER = node_code(
     """
 import os, signal
 value = {}
@@ -66,27 +66,48 @@ for pid in node.get_inputs()['pids']:
             value[f'{pid}/{sig}'] = 'sent'
         except OSError as exc:
             value[f'{pid}/{sig}'] = exc.errno
-# The runtime that will report this node's result (pid 1 of the NPU), and every
-# process the node may signal.
-for target in (1, -1):
-    try:
-        os.kill(target, signal.SIGKILL)
-        value[str(target)] = 'sent'
-    except OSError as exc:
-        value[str(target)] = exc.errno
 """
 )
 
 
-def test_signals_aimed_at_the_runner_and_the_worker_reach_neither(sandbox, celery_worker):
+def test_signals_aimed_at_the_worker_reach_no_host_process(sandbox, celery_worker):
     pids = worker_pids(celery_worker)
-    signalled = sandbox.attack(SIGNAL_EVERYTHING, {"pids": pids})
-    # The runtime survived its own node's SIGKILL and reported the result.
+    signalled = sandbox.attack(SIGNAL_THE_WORKER, {"pids": pids})
     assert signalled.state == "succeeded", signalled.error
     sent = signalled.outputs["value"]
+    # The worker's host pids do not exist in the NPU's pid namespace.
     assert {sent[f"{pid}/{sig}"] for pid in pids for sig in (19, 9)} == {errno.ESRCH}
     for pid in pids:
         os.kill(pid, 0)  # from the host: every worker process is still there
+
+
+# The runtime that reports the node's result is pid 1 of the NPU, in the same
+# process as the node's code; kill(-1) reaches every process the node may signal.
+SIGNAL_THE_RUNTIME = node_code(
+    """
+import os, signal
+for target in (-1, 1):
+    try:
+        os.kill(target, signal.SIGKILL)
+    except OSError:
+        pass
+value = 'the runtime survived'
+"""
+)
+
+
+def test_signals_aimed_at_the_npu_runtime_end_at_most_that_npu_with_a_clear_error(sandbox):
+    signalled = sandbox.attack(SIGNAL_THE_RUNTIME)
+    if runtime() == "runc":
+        # The kernel ignores SIGKILL sent to a pid namespace's init from inside it.
+        assert signalled.state == "succeeded", signalled.error
+        assert signalled.outputs == {"value": "the runtime survived"}
+    else:
+        # gVisor gives its pid 1 no such protection: the node ends its own NPU, and
+        # the runner says so (the bystander and the worker are checked by attack()).
+        assert signalled.state == "failed"
+        assert signalled.error["error_type"] == "NpuCrashed"
+        assert "exit code 137" in signalled.error["message"]
 
 
 def docker_api_attack(tag: str) -> str:

@@ -3,7 +3,9 @@ the Docker engine, and helpers that send nodes through them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -227,3 +229,20 @@ def wait_for_node(run: Any, node_id: str, states: tuple[str, ...], wait_s: float
 
 def nodes_of(run: Any) -> dict[str, Any]:
     return {node.node_id: node for node in run.node_runs.all()}
+
+
+@contextlib.contextmanager
+def npu_may_reach_host_port(port: int) -> Iterator[None]:
+    """Open the host's NPU egress policy (deploy/bootstrap/lib.sh
+    ensure_npu_egress_policy) for one TCP port while a test serves NPUs from the host;
+    nothing to open where the policy is not installed."""
+    rule = ["FLOWKIT-NPU-INPUT", "-p", "tcp", "--dport", str(port), "-j", "ACCEPT"]
+    iptables = shutil.which("iptables")
+    opened = iptables is not None and (
+        subprocess.run([iptables, "-I", *rule], capture_output=True, check=False).returncode == 0
+    )
+    try:
+        yield
+    finally:
+        if opened and iptables is not None:
+            subprocess.run([iptables, "-D", *rule], capture_output=True, check=False)

@@ -11,7 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from node_runner.npu_execution import ensure_npu_network
-from tests.integration.conftest import node_code, nodes_of, single_node_run, wait_for_run
+from tests.integration.conftest import (
+    node_code,
+    nodes_of,
+    npu_may_reach_host_port,
+    single_node_run,
+    wait_for_run,
+)
 from trace_monitor.models import NodeExecution, ResourceSample, TraceEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -85,7 +91,9 @@ def payload_url(docker_engine) -> Iterator[str]:
     server = ThreadingHTTPServer((gateway, 0), _Payload)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://{gateway}:{server.server_address[1]}/payload"
+    # The host refuses NPUs by default (docs/SECURITY.md); this test opens its port.
+    with npu_may_reach_host_port(server.server_address[1]):
+        yield f"http://{gateway}:{server.server_address[1]}/payload"
     server.shutdown()
     server.server_close()
 

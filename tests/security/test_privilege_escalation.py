@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
+import tarfile
 
-from tests.security.conftest import REPO, node_code, runtime
+from tests.security.conftest import node_code, runtime
 
 MOUNT = node_code(
     """
@@ -161,11 +163,28 @@ for name, call in [('rename', lambda: os.rename(f'{SDK}/log.py', f'{SDK}/log2.py
 )
 
 
-def test_writing_to_the_root_filesystem_fails_and_the_next_npu_gets_a_pristine_runtime(sandbox, run_node):
+def image_file_sha256(engine, path: str) -> str:
+    """The file as the NPU image holds it, read by the host from a container that never starts."""
+    from django.conf import settings
+
+    container = engine.containers.create(settings.FLOWKIT_NPU_IMAGE, entrypoint=["true"])
+    try:
+        stream, _ = container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            member = archive.extractfile(archive.getmembers()[0])
+            assert member is not None
+            return hashlib.sha256(member.read()).hexdigest()
+    finally:
+        container.remove(force=True)
+
+
+def test_writing_to_the_root_filesystem_fails_and_the_next_npu_gets_a_pristine_runtime(
+    sandbox, run_node, docker_engine
+):
     tampered = sandbox.attack(TAMPER)
     assert tampered.state == "succeeded", tampered.error
     assert set(tampered.outputs["value"].values()) <= {errno.EROFS, errno.EACCES}, tampered.outputs
-    # From the host's copy: the next NPU runs exactly the runtime in the repository.
-    expected = hashlib.sha256((REPO / "npu_image/flowkit/runtime.py").read_bytes()).hexdigest()
+    # Checked against the image from the host: the next NPU runs the runtime unchanged.
+    expected = image_file_sha256(docker_engine, "/opt/flowkit/flowkit/runtime.py")
     after = run_node(READ_RUNTIME)
     assert after.outputs == {"value": expected}

@@ -46,23 +46,32 @@ def test_mounting_anything_is_refused(sandbox):
 
 UNSHARE = node_code(
     """
-import ctypes, os
+import ctypes, json, os
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE = {'user': 0x10000000, 'mount': 0x00020000, 'net': 0x40000000, 'pid': 0x20000000,
          'uts': 0x04000000, 'ipc': 0x08000000, 'cgroup': 0x02000000}
-value = {'unshare': {}}
-for name, flag in CLONE.items():
-    value['unshare'][name] = 0 if libc.unshare(flag) == 0 else ctypes.get_errno()
-# Whatever a new user namespace granted, it must not reach outside the NPU.
+def attempt(result):
+    return 0 if result == 0 else ctypes.get_errno()
+# In a single-threaded child: a user namespace cannot be entered by a threaded process.
+read_end, write_end = os.pipe()
+if os.fork() == 0:
+    found = {'unshare': {name: attempt(libc.unshare(flag)) for name, flag in CLONE.items()}}
+    # Whatever the new namespaces granted, try to use it on the NPU's own files.
+    found['mount_over_sdk'] = attempt(libc.mount(b'none', b'/opt/flowkit', b'tmpfs', 0, None))
+    found['remount_root_rw'] = attempt(libc.mount(None, b'/', None, 32, None))  # MS_REMOUNT
+    found['writes'] = {}
+    for path in ['/etc/passwd', '/opt/flowkit/flowkit/runtime.py']:
+        try:
+            with open(path, 'a') as handle:
+                handle.write('pwned')
+            found['writes'][path] = 'written'
+        except OSError as exc:
+            found['writes'][path] = exc.errno
+    os.write(write_end, json.dumps(found).encode())
+    os._exit(0)
+os.close(write_end)
+value = json.loads(os.read(read_end, 65536))
 value['uid'] = os.getuid()
-value['writes'] = {}
-for path in ['/etc/passwd', '/opt/flowkit/flowkit/runtime.py']:
-    try:
-        with open(path, 'a') as handle:
-            handle.write('pwned')
-        value['writes'][path] = 'written'
-    except OSError as exc:
-        value['writes'][path] = exc.errno
 """
 )
 
@@ -74,10 +83,12 @@ def test_unsharing_namespaces_gains_nothing(sandbox):
     if runtime() == "runc":
         # Docker's seccomp profile refuses unshare without CAP_SYS_ADMIN.
         assert set(result["unshare"].values()) == {errno.EPERM}, result["unshare"]
+        assert result["mount_over_sdk"] == errno.EPERM
     else:
-        # gVisor implements user namespaces inside its own kernel; what a node gets
-        # there is checked by its effects below, never by the host kernel.
-        assert result["unshare"]["net"] == errno.EPERM or result["unshare"]["user"] == 0, result
+        # gVisor implements namespaces inside its own kernel and grants all seven
+        # (measured); what matters is that they change nothing: checked by the effects.
+        assert result["mount_over_sdk"] in (errno.EPERM, errno.EACCES), result
+    assert result["remount_root_rw"] in (errno.EPERM, errno.EACCES), result
     assert result["uid"] != 0
     assert set(result["writes"].values()) <= {errno.EROFS, errno.EACCES}, result["writes"]
 

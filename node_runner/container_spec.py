@@ -20,6 +20,20 @@ ROLE_NPU = "npu"
 # caps the total, this caps each file so a single write fails early and clearly.
 MAX_FILE_BYTES = 256 * 1024 * 1024
 MAX_OPEN_FILES = 256
+# Under gVisor the container's pids cgroup also counts the sandbox itself: about 40
+# threads of its kernel at rest, and (on the ptrace platform) a host stub process
+# and thread for each of the node's own processes and threads. Without this
+# allowance a node that forks six children brings its NPU down (exit code 2),
+# found by the attack suite; with it a fork bomb is still bounded on the host.
+RUNSC_PIDS_BASE = 96
+RUNSC_PIDS_PER_NODE_PID = 2
+
+
+def host_pids_limit(pids: int, runtime: str) -> int:
+    """The container's pids limit that gives the node ``pids`` of its own."""
+    if runtime == "runsc":
+        return RUNSC_PIDS_BASE + RUNSC_PIDS_PER_NODE_PID * pids
+    return pids
 
 
 def npu_container_options(
@@ -53,7 +67,7 @@ def npu_container_options(
         # Equal to mem_limit: no swap, so a memory bomb meets the OOM killer at once.
         "memswap_limit": memory,
         "nano_cpus": int(limits.cpus * 1_000_000_000),
-        "pids_limit": limits.pids,
+        "pids_limit": host_pids_limit(limits.pids, runtime),
         "ulimits": [
             Ulimit(name="fsize", soft=MAX_FILE_BYTES, hard=MAX_FILE_BYTES),
             Ulimit(name="nofile", soft=MAX_OPEN_FILES, hard=MAX_OPEN_FILES),

@@ -12,7 +12,16 @@ from node_runner.npu_image_build import SOURCE_LABEL, source_hash
 
 def check_docker() -> dict[str, Any]:
     version = engine().version()
-    return {"ok": True, "detail": f"Docker engine {version.get('Version')} (API {version.get('ApiVersion')})"}
+    detail = f"Docker engine {version.get('Version')} (API {version.get('ApiVersion')})"
+    # An unregistered runtime fails every node at container creation; say so here.
+    runtime = settings.FLOWKIT_NPU_RUNTIME
+    if runtime not in (engine().info().get("Runtimes") or {}):
+        return {
+            "ok": False,
+            "detail": f"{detail}; NPU runtime {runtime} is not registered with the engine "
+            "(deploy/bootstrap/lib.sh ensure_gvisor installs runsc)",
+        }
+    return {"ok": True, "detail": f"{detail}, NPU runtime {runtime}"}
 
 
 def check_npu_image() -> dict[str, Any]:

@@ -235,6 +235,12 @@ def _drive(
         outcome.error = NodeError("ProtocolViolation", str(exc))
     finally:
         outcome.duration_s = time.monotonic() - started
+        # close() alone leaves the connection open while the attach response still
+        # holds the socket: a node that keeps writing then blocks dockerd's copy of
+        # its stdout, and with it the kill and removal below (found by the attack
+        # suite: a gigabyte forged onto the channel stalled both for 30 s each).
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
         sock.close()
     if stopped:
         _kill(container)
@@ -371,10 +377,21 @@ def ensure_npu_network(client: Any) -> Any:
     if existing:
         return existing[0]
     # No container-to-container traffic: NPUs with network access still cannot
-    # reach each other.
+    # reach each other. The bridge gets a fixed name so that the host's egress
+    # policy (deploy/bootstrap/lib.sh ensure_npu_egress_policy) matches it even when
+    # the network is created after the policy was installed.
     return client.networks.create(
         name,
         driver="bridge",
-        options={"com.docker.network.bridge.enable_icc": "false"},
+        options={
+            "com.docker.network.bridge.enable_icc": "false",
+            "com.docker.network.bridge.name": npu_bridge_name(name),
+        },
         labels={"flowkit.role": "npu-network"},
     )
+
+
+def npu_bridge_name(network_name: str) -> str:
+    """The host interface of the NPU network (Linux allows 15 characters); keep in
+    step with npu_bridge_name in deploy/bootstrap/lib.sh."""
+    return f"fk-{network_name}"[:15]

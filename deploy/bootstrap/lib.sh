@@ -124,3 +124,106 @@ ensure_frontend() {
 ensure_chromium() {
   apt_install chromium chromium-driver
 }
+# gVisor (runsc) as a second NPU runtime, chosen with FLOWKIT_NPU_RUNTIME=runsc.
+ensure_gvisor() {
+  apt_install runsc
+  local runsc_path args changed
+  runsc_path=$(command -v runsc) || die "runsc is not on PATH after installing it"
+  # runsc releases before mid-2024 mistake every network namespace for the host's on
+  # kernels that expose /proc/sys/net/core/rmem_default per namespace (gVisor issue
+  # 10704) and refuse to start. There its own network stack cannot be used: the
+  # sandbox then passes socket calls to the kernel, still inside the NPU's own
+  # network namespace (so the egress policy and network "none" still apply).
+  args='[]'
+  if unshare -n test -e /proc/sys/net/core/rmem_default 2>/dev/null; then
+    args='["--network=host"]'
+  fi
+  as_root mkdir -p /etc/docker
+  changed=$(as_root python3 - "$runsc_path" "$args" <<'PY'
+import json, pathlib, sys
+path = pathlib.Path("/etc/docker/daemon.json")
+text = path.read_text() if path.exists() else ""
+config = json.loads(text) if text.strip() else {}
+wanted = {"path": sys.argv[1]}
+if json.loads(sys.argv[2]):
+    wanted["runtimeArgs"] = json.loads(sys.argv[2])
+if config.get("runtimes", {}).get("runsc") == wanted:
+    print("unchanged")
+else:
+    config.setdefault("runtimes", {})["runsc"] = wanted
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    print("changed")
+PY
+)
+  docker info >/dev/null 2>&1 || ensure_docker
+  if [ "$changed" = changed ] || ! docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; then
+    say "registering runsc with the Docker engine"
+    # Runtimes are among the settings dockerd reloads on SIGHUP: running containers
+    # (other runs' NPUs) survive. A restart is the fallback if the reload did not take.
+    as_root pkill -HUP -x dockerd || true
+    for _ in $(seq 10); do docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' && return 0; sleep 0.5; done
+    say "restarting the Docker engine to register runsc"
+    if [ -d /run/systemd/system ]; then
+      as_root systemctl restart docker
+    else
+      as_root pkill -TERM -x dockerd || true
+      for _ in $(seq 30); do pgrep -x dockerd >/dev/null || break; sleep 1; done
+      ensure_docker
+    fi
+    docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' || die "the Docker engine did not register runsc"
+  fi
+}
+
+# Network-enabled NPUs sit on a bridge whose gateway is this host. From that bridge,
+# refuse everything addressed to the host itself (INPUT) and to private, link-local
+# (cloud metadata), loopback, multicast and the host's own local networks (FORWARD,
+# through Docker's DOCKER-USER chain); the public internet stays reachable, and so
+# do the host's DNS resolvers on port 53 (Docker's embedded DNS forwards the NPU's
+# queries from inside its namespace). Idempotent: both chains are rebuilt each time.
+ensure_npu_egress_policy() {
+  local network=${FLOWKIT_NPU_NETWORK:-flowkit-npu} fixed_bridge bridge cidr resolver
+  command -v iptables >/dev/null || apt_install iptables
+  fixed_bridge=$(npu_bridge_name "$network")
+  if ! docker network inspect "$network" >/dev/null 2>&1; then
+    # The same network node_runner/npu_execution.py ensure_npu_network would create.
+    docker network create --driver bridge --label flowkit.role=npu-network \
+      -o com.docker.network.bridge.enable_icc=false \
+      -o com.docker.network.bridge.name="$fixed_bridge" "$network" >/dev/null
+  fi
+  bridge=$(docker network inspect -f '{{index .Options "com.docker.network.bridge.name"}}' "$network")
+  if [ -z "$bridge" ] || [ "$bridge" = "<no value>" ]; then
+    bridge=br-$(docker network inspect -f '{{.Id}}' "$network" | cut -c1-12)
+  fi
+  as_root iptables -N FLOWKIT-NPU-EGRESS 2>/dev/null || true
+  as_root iptables -N FLOWKIT-NPU-INPUT 2>/dev/null || true
+  as_root iptables -F FLOWKIT-NPU-EGRESS
+  as_root iptables -F FLOWKIT-NPU-INPUT
+  as_root iptables -A FLOWKIT-NPU-EGRESS -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN
+  for resolver in $(awk '$1 == "nameserver" && $2 !~ /^127\./ && $2 ~ /^[0-9.]+$/ {print $2}' /etc/resolv.conf); do
+    as_root iptables -A FLOWKIT-NPU-EGRESS -d "$resolver" -p udp --dport 53 -j RETURN
+    as_root iptables -A FLOWKIT-NPU-EGRESS -d "$resolver" -p tcp --dport 53 -j RETURN
+  done
+  for cidr in 0.0.0.0/8 10.0.0.0/8 100.64.0.0/10 127.0.0.0/8 169.254.0.0/16 172.16.0.0/12 \
+      192.0.0.0/24 192.168.0.0/16 198.18.0.0/15 224.0.0.0/3 \
+      $(ip -4 -o addr show scope global | awk '{print $4}'); do
+    # The last group is every network this host has an address on (its LAN).
+    as_root iptables -A FLOWKIT-NPU-EGRESS -d "$cidr" -j REJECT --reject-with icmp-admin-prohibited
+  done
+  as_root iptables -A FLOWKIT-NPU-EGRESS -j RETURN
+  # An explicit, documented exception (docs/SECURITY.md): host TCP ports NPUs may
+  # reach, e.g. a test's local echo server. Empty by default.
+  for port in ${FLOWKIT_NPU_ALLOW_HOST_PORTS:-}; do
+    as_root iptables -A FLOWKIT-NPU-INPUT -p tcp --dport "$port" -j ACCEPT
+  done
+  as_root iptables -A FLOWKIT-NPU-INPUT -j REJECT --reject-with icmp-admin-prohibited
+  for iface in $(printf '%s\n' "$bridge" "$fixed_bridge" | sort -u); do
+    as_root iptables -C DOCKER-USER -i "$iface" -j FLOWKIT-NPU-EGRESS 2>/dev/null ||
+      as_root iptables -I DOCKER-USER -i "$iface" -j FLOWKIT-NPU-EGRESS
+    as_root iptables -C INPUT -i "$iface" -j FLOWKIT-NPU-INPUT 2>/dev/null ||
+      as_root iptables -I INPUT -i "$iface" -j FLOWKIT-NPU-INPUT
+  done
+}
+
+# The bridge interface name FlowKit gives the NPU network (node_runner/npu_execution.py
+# npu_bridge_name): fixed, so the egress policy matches a network created later.
+npu_bridge_name() { printf 'fk-%s' "$1" | cut -c1-15; }

@@ -15,6 +15,7 @@ ensure_docker
 cd "$REPO"
 export DJANGO_SETTINGS_MODULE=tests.settings PYTHONPATH=$REPO
 ensure_npu_image
+ensure_npu_egress_policy
 
 say "ruff"
 "$VENV/bin/ruff" check .

@@ -58,6 +58,11 @@ ensure_redis
 ensure_docker
 ensure_npu_image
 ensure_frontend
+ensure_npu_egress_policy
+# gVisor only where this installation asked for it (FLOWKIT_NPU_RUNTIME=runsc).
+if [ "${FLOWKIT_NPU_RUNTIME:-}" = runsc ] || grep -q "^FLOWKIT_NPU_RUNTIME=runsc" "$FLOWKIT_HOME/flowkit.env"; then
+  ensure_gvisor
+fi
 
 say "migrating the database"
 "$VENV/bin/python" "$REPO/manage.py" migrate --noinput -v0

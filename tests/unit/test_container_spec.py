@@ -130,10 +130,15 @@ def test_nano_cpus_come_from_the_cpus_limit(cpus, nano_cpus):
     assert options_for(limits)["nano_cpus"] == nano_cpus
 
 
-def test_the_process_count_is_limited():
+def test_the_process_count_is_limited_and_under_gvisor_leaves_room_for_the_sandbox():
     limits = replace(NodeLimits.defaults(), pids=17)
+    runc = npu_container_options(
+        image="flowkit/npu:test", limits=limits, labels={}, runtime="runc", network_name="flowkit-npu"
+    )
 
-    assert options_for(limits)["pids_limit"] == 17
+    assert runc["pids_limit"] == 17
+    # gVisor's own threads and per-process stubs share the cgroup: 96 + 2 x 17.
+    assert options_for(limits)["pids_limit"] == 130
 
 
 def test_file_size_open_files_and_core_dumps_are_limited():

@@ -44,10 +44,16 @@ def do_claim_node_test_run(test_run_id: str, worker: str) -> bool:
     return claimed == 1
 
 
+RESULT_FIELDS = (
+    "next_nodes", "outputs", "status_message", "error", "logs", "dropped_log_lines", "container_id",
+)  # fmt: skip
+
+
 def do_finish_node_test_run(test_run_id: str, *, result: dict[str, Any]) -> None:
     target = S.FAILED if result.get("error") else S.SUCCEEDED
+    stored = {name: result[name] for name in RESULT_FIELDS if name in result}
     updated = NodeTestRun.objects.filter(id=test_run_id, state__in=sources_of(target)).update(
-        state=target, finished_at=timezone.now(), **result
+        state=target, finished_at=timezone.now(), **stored
     )
     if updated != 1:
         current = NodeTestRun.objects.filter(id=test_run_id).values_list("state", flat=True).first()

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import functools
 import logging
+from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from control_unit.fcb import TERMINAL_NODE_STATES, TERMINAL_RUN_STATES, Fcb, NodeRecord, Step
+from control_unit.fcb import TERMINAL_NODE_STATES, TERMINAL_RUN_STATES, Fcb, NodeRecord, Step, Transition
 from control_unit.graph import Graph, parse_graph
 from control_unit.models import NodeRun, PipelineVersion, Run, RunTransition
+from trace_monitor import recorder as trace_recorder
+from trace_monitor.kinds import transition_kind
+from trace_monitor.previews import cap_ports
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +42,15 @@ def graph_of(run: Run) -> Graph:
 
 
 def lock_run(run_id: Any) -> Run:
-    """The run row, locked until the surrounding transaction ends."""
-    return Run.objects.select_for_update().get(id=run_id)
+    """The run row, locked until the surrounding transaction ends.
+
+    FOR NO KEY UPDATE, not FOR UPDATE: it serialises the run's events all the same,
+    but leaves alone the KEY SHARE locks that inserting rows which reference the run
+    take (trace events, samples). A runner writing its log batch holds the run's trace
+    counter and then checks its foreign key; with FOR UPDATE here, an event holding
+    the run and waiting for that counter would deadlock with it.
+    """
+    return Run.objects.select_for_update(no_key=True).get(id=run_id)
 
 
 def load_fcb(run: Run) -> tuple[Fcb, dict[str, NodeRun]]:
@@ -106,21 +118,35 @@ def save_step(run: Run, before: Fcb, step: Step, rows: dict[str, NodeRun]) -> No
         for t in step.transitions
     )
     if created:
-        transition_ids = [transition.id for transition in created]
-        transaction.on_commit(lambda: _broadcast(str(run.id), transition_ids))
+        trace_recorder.record(run.id, [_transition_draft(t, after, now) for t in step.transitions])
     dispatches = [(d.node_id, d.attempt, d.delay_s) for d in step.dispatches]
     if dispatches:
         run_id = str(run.id)
         transaction.on_commit(lambda: _send(run_id, dispatches))
 
 
-def _broadcast(run_id: str, transition_ids: list[int]) -> None:
-    from trace_monitor.run_stream import broadcast_transitions
-
-    try:
-        broadcast_transitions(run_id, transition_ids)
-    except Exception:
-        log.warning("could not broadcast the events of run %s", run_id, exc_info=True)
+def _transition_draft(transition: Transition, fcb: Fcb, at: datetime) -> trace_recorder.EventDraft:
+    """The trace event of one transition; a node's final state carries what it
+    produced (capped: the whole values stay on the node's row)."""
+    data: dict[str, Any] = {"source": transition.source, "target": transition.target}
+    if transition.reason:
+        data["reason"] = transition.reason
+    record = fcb.nodes.get(transition.node_id) if transition.node_id else None
+    if record is not None and transition.target == "succeeded":
+        outputs, truncated = cap_ports(record.outputs, settings.FLOWKIT_TRACE_PREVIEW_BYTES)
+        data.update(outputs=outputs, next_nodes=list(record.next_nodes or ()), reused=record.reused)
+        data["status_message"] = record.status_message
+        if truncated:
+            data["truncated"] = {"outputs": truncated}
+    elif record is not None and transition.target == "failed":
+        data["error"] = record.error
+    return trace_recorder.EventDraft(
+        kind=transition_kind(transition.node_id, transition.source, transition.target),
+        node_id=transition.node_id or "",
+        attempt=transition.attempt,
+        data=data,
+        at=at,
+    )
 
 
 def _send(run_id: str, dispatches: list[tuple[str, int, float]]) -> None:

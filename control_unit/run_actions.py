@@ -29,6 +29,7 @@ class ClaimedNode:
     """What a worker needs to execute one attempt of one node."""
 
     run_id: str
+    pipeline_id: Any
     node_id: str
     attempt: int
     label: str
@@ -88,6 +89,7 @@ def do_claim_node(run_id: Any, node_id: str, attempt: int, worker: str) -> Claim
     limits = dict(spec.limits)
     return ClaimedNode(
         run_id=str(run.id),
+        pipeline_id=run.pipeline_id,
         node_id=node_id,
         attempt=attempt,
         label=spec.label,

@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import docker.errors
 from django.conf import settings
@@ -21,6 +21,7 @@ from django.conf import settings
 from node_runner.container_spec import npu_container_options
 from node_runner.docker_engine import engine
 from node_runner.limits import NodeLimits
+from node_runner.resource_sampler import NpuSample, ResourceSampler
 from node_runner.storable import clean, clean_text, unstorable_path
 from node_runner.wire import (
     STDOUT,
@@ -37,9 +38,37 @@ log = logging.getLogger(__name__)
 MAX_STDERR_BYTES = 64 * 1024
 # How often a running node checks whether its run was paused, resumed or cancelled.
 CONTROL_POLL_S = 0.2
-EventSink = Callable[[dict[str, Any]], None]
 # Returns what the run wants of its running nodes: "run", "pause" or "cancel".
 RunControl = Callable[[], str]
+
+
+class NpuObserver(Protocol):
+    """Sees one execution as it happens (the trace monitor's NodeTrace)."""
+
+    def started(self, container_id: str, image: str, runtime: str) -> None: ...
+
+    def event(self, event: dict[str, Any]) -> None:
+        """An event from the NPU (started, log, log_dropped, result, error)."""
+
+    def sample(self, sample: NpuSample) -> None:
+        """A resource sample; called on the sampler's thread."""
+
+    def tick(self) -> None:
+        """Called a few times a second on the runner's thread, for batched writes."""
+
+
+class _Unobserved:
+    def started(self, container_id: str, image: str, runtime: str) -> None:
+        pass
+
+    def event(self, event: dict[str, Any]) -> None:
+        pass
+
+    def sample(self, sample: NpuSample) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
 
 
 class NpuUnavailable(Exception):
@@ -80,12 +109,12 @@ def execute_in_npu(
     job: NpuJob,
     limits: NodeLimits,
     labels: dict[str, str],
-    on_event: EventSink | None = None,
+    observer: NpuObserver | None = None,
     control: RunControl | None = None,
 ) -> NpuOutcome:
     client = engine()
     if limits.network:
-        _ensure_npu_network(client)
+        ensure_npu_network(client)
     options = npu_container_options(
         image=settings.FLOWKIT_NPU_IMAGE,
         limits=limits,
@@ -101,10 +130,15 @@ def execute_in_npu(
         ) from None
     except docker.errors.DockerException as exc:
         raise NpuUnavailable(f"the Docker engine could not create an NPU: {exc}") from None
+    observer = observer or _Unobserved()
+    sampler = ResourceSampler(client.api, container.id, observer.sample)
     try:
-        return _drive(container, job, limits, on_event or (lambda event: None), control)
+        return _drive(container, job, limits, observer, control, sampler)
     finally:
+        sampler.stop()
         _remove(container)
+        # Removing the container ends its stats stream; every sample is in after this.
+        sampler.join(timeout_s=2.0)
 
 
 class NodeTimedOut(Exception):
@@ -166,7 +200,12 @@ class _Controller:
 
 
 def _drive(
-    container: Any, job: NpuJob, limits: NodeLimits, on_event: EventSink, control: RunControl | None
+    container: Any,
+    job: NpuJob,
+    limits: NodeLimits,
+    observer: NpuObserver,
+    control: RunControl | None,
+    sampler: ResourceSampler,
 ) -> NpuOutcome:
     outcome = NpuOutcome(container_id=container.id)
     attach = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
@@ -176,8 +215,10 @@ def _drive(
     stopped = False
     try:
         container.start()
+        sampler.start()
+        observer.started(container.id, settings.FLOWKIT_NPU_IMAGE, settings.FLOWKIT_NPU_RUNTIME)
         _read_events(
-            sock, job.encode(limits), clock, _Controller(container, clock, control), limits, outcome, on_event
+            sock, job.encode(limits), clock, _Controller(container, clock, control), limits, outcome, observer
         )
     except NodeTimedOut:
         stopped = True
@@ -208,7 +249,7 @@ def _read_events(
     controller: _Controller,
     limits: NodeLimits,
     outcome: NpuOutcome,
-    on_event: EventSink,
+    observer: NpuObserver,
 ) -> None:
     max_frame, max_total = frame_limits(limits)
     demuxer, frames = StreamDemuxer(), FrameReader(max_frame)
@@ -220,6 +261,7 @@ def _read_events(
     terminal: dict[str, Any] | None = None
     while True:
         controller.poll()
+        observer.tick()
         if clock.left() <= 0:
             raise NodeTimedOut
         sock.settimeout(max(0.001, min(clock.left(), CONTROL_POLL_S)))
@@ -239,20 +281,20 @@ def _read_events(
             for event in frames.feed(chunk):
                 if terminal is not None:
                     raise ProtocolViolation("the NPU sent events after its result")
-                terminal = _apply(event, outcome, on_event)
+                terminal = _apply(event, outcome, observer)
     for event in frames.finish():
-        terminal = terminal or _apply(event, outcome, on_event)
+        terminal = terminal or _apply(event, outcome, observer)
     if terminal is None:
         # The runtime died before answering; _account_for_exit says why.
         detail = stderr.decode("utf-8", "replace").strip()
         outcome.error = NodeError("NpuCrashed", "the NPU exited without reporting a result", detail)
 
 
-def _apply(event: dict[str, Any], outcome: NpuOutcome, on_event: EventSink) -> dict[str, Any] | None:
+def _apply(event: dict[str, Any], outcome: NpuOutcome, observer: NpuObserver) -> dict[str, Any] | None:
     kind = event["type"]
     if kind != "result":
         event = clean(event)
-    on_event(event)
+    observer.event(event)
     if kind == "log":
         outcome.logs.append(
             {key: event.get(key) for key in ("ts", "level", "stream", "message", "truncated") if key in event}
@@ -320,13 +362,15 @@ def _remove(container: Any) -> None:
         log.exception("could not remove NPU container %s", container.id[:12])
 
 
-def _ensure_npu_network(client: Any) -> None:
+def ensure_npu_network(client: Any) -> Any:
+    """The bridge network of NPUs with network access, created on first use."""
     name = settings.FLOWKIT_NPU_NETWORK
-    if client.networks.list(names=[name]):
-        return
+    existing = client.networks.list(names=[name])
+    if existing:
+        return existing[0]
     # No container-to-container traffic: NPUs with network access still cannot
     # reach each other.
-    client.networks.create(
+    return client.networks.create(
         name,
         driver="bridge",
         options={"com.docker.network.bridge.enable_icc": "false"},

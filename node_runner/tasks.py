@@ -12,6 +12,7 @@ from celery import shared_task
 from control_unit.actions import do_claim_node_test_run, do_finish_node_test_run
 from control_unit.models import NodeTestRun, Run
 from control_unit.run_actions import do_claim_node, do_record_node_outcome
+from node_runner import heartbeat  # noqa: F401 - connects the worker's heartbeat to Celery's signals
 from node_runner.limits import LimitError, NodeLimits
 from node_runner.npu_execution import NpuOutcome, NpuUnavailable, RunControl, execute_in_npu
 from node_runner.wire import NpuJob
@@ -19,6 +20,7 @@ from secret_manager.actions import resolve_secrets
 from secret_manager.errors import SecretError, UnknownSecret
 from secret_manager.masking import Masker
 from secret_manager.references import referenced_names
+from trace_monitor.node_trace import NodeTrace
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,11 @@ def execute_node(
     labels: dict[str, str],
     run_ref: str,
     control: RunControl | None = None,
+    trace: NodeTrace | None = None,
 ) -> dict[str, Any]:
     """Resolve the node's secrets, run it in a fresh NPU, and return its outcome with
-    every secret value (and its common encodings) masked, ready to be stored."""
+    every secret value (and its common encodings) masked, ready to be stored. With a
+    ``trace``, the execution is traced live (events, logs, resource samples)."""
     try:
         secrets = resolve_secrets(referenced_names(code), run_id=run_ref, node_id=node_id)
     except UnknownSecret as exc:
@@ -45,9 +49,13 @@ def execute_node(
     except SecretError as exc:
         return {"error": {"error_type": type(exc).__name__, "message": str(exc)}}
     masker = Masker(secrets.values())
+    if trace is not None:
+        trace.begin(inputs, masker)
     job = NpuJob(node_id=node_id, label=label, code=code, inputs=inputs, secrets=secrets, attempt=attempt)
     try:
-        outcome = execute_in_npu(job, NodeLimits.from_overrides(limits), labels, control=control)
+        outcome = execute_in_npu(
+            job, NodeLimits.from_overrides(limits), labels, observer=trace, control=control
+        )
         result = outcome_record(outcome)
     except (NpuUnavailable, LimitError) as exc:
         result = {"error": {"error_type": type(exc).__name__, "message": str(exc)}}
@@ -92,14 +100,18 @@ def run_control(run_id: str) -> Callable[[], str]:
     return wanted
 
 
-@shared_task(name="node_runner.run_node")
-def run_node(run_id: str, node_id: str, attempt: int) -> None:
+@shared_task(name="node_runner.run_node", bind=True)
+def run_node(self: Any, run_id: str, node_id: str, attempt: int) -> None:
     """Execute one attempt of one node of a run. Idempotent: a redelivered or stale
     task finds the attempt already taken or finished and does nothing."""
-    claimed = do_claim_node(run_id, node_id, attempt, worker=socket.gethostname())
+    worker = self.request.hostname or socket.gethostname()
+    claimed = do_claim_node(run_id, node_id, attempt, worker=worker)
     if claimed is None:
         log.info("run %s node %s attempt %s: nothing to do", run_id, node_id, attempt)
         return
+    trace = NodeTrace(
+        run_id=run_id, pipeline_id=claimed.pipeline_id, node_id=node_id, attempt=attempt, worker=worker
+    )
     result = execute_node(
         node_id=node_id,
         label=claimed.label,
@@ -107,10 +119,21 @@ def run_node(run_id: str, node_id: str, attempt: int) -> None:
         inputs=claimed.inputs,
         attempt=attempt,
         limits=claimed.limits,
-        labels={"flowkit.run": run_id, "flowkit.node": node_id, "flowkit.attempt": str(attempt)},
+        labels={
+            "flowkit.run": run_id,
+            "flowkit.node": node_id,
+            "flowkit.attempt": str(attempt),
+            "flowkit.worker": worker,
+        },
         run_ref=run_id,
         control=run_control(run_id),
+        trace=trace,
     )
+    try:
+        trace.finish(result)
+    except Exception:
+        # The outcome matters more than its trace: record it whatever happened here.
+        log.exception("run %s node %s attempt %s: could not finish its trace", run_id, node_id, attempt)
     applied = do_record_node_outcome(run_id, node_id, attempt, result)
     verdict = "failed" if result.get("error") else "succeeded"
     log.info(
@@ -127,4 +150,6 @@ def outcome_record(outcome: NpuOutcome) -> dict[str, Any]:
         "logs": outcome.logs,
         "dropped_log_lines": outcome.dropped_log_lines,
         "container_id": outcome.container_id,
+        "duration_s": round(outcome.duration_s, 6),
+        "exit_code": outcome.exit_code,
     }

@@ -1,9 +1,9 @@
-"""What a run looks like to a watcher: a snapshot, then its transitions in order.
+"""What a run looks like to a watcher: a snapshot, then its events in sequence order.
 
-Every transition row has an increasing id, which is the event's sequence number; a
-client that reconnects with the last one it saw gets exactly what it missed. Node
-payloads come from the stored rows, which the runner masked before storing, so no
-secret value can reach a frame.
+The snapshot and its sequence number are read in one REPEATABLE READ transaction, so
+the snapshot holds exactly the effects of events 1..seq; a client that asks for the
+events after seq gets the rest with no gap and no duplicate. Everything here was
+masked by the runner before it was stored, so no secret value can reach a frame.
 """
 
 from __future__ import annotations
@@ -11,71 +11,71 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import connection, transaction
 
-from control_unit.models import NodeRun, Run, RunTransition
+from control_unit.models import NodeRun, Run
+from trace_monitor.models import RunTrace, TraceEvent
+from trace_monitor.previews import capped_node
+from trace_monitor.recorder import event_frame
 
-NODE_FIELDS = NodeRun.VISIBLE_FIELDS
-
-
-def group_name(run_id: UUID | str) -> str:
-    return f"run-{run_id}"
+# A snapshot shows each node's state and results; its log lines are events.
+SNAPSHOT_NODE_FIELDS = tuple(name for name in NodeRun.VISIBLE_FIELDS if name != "logs")
+MAX_EVENTS_PER_READ = 1000
 
 
 def snapshot(run_id: UUID | str) -> dict[str, Any]:
-    run = Run.objects.select_related("pipeline", "version").get(id=run_id)
-    seq = RunTransition.objects.filter(run=run).order_by("-id").values_list("id", flat=True).first() or 0
-    return {
-        "type": "snapshot",
-        "seq": seq,
-        "run": {
-            "id": str(run.id),
-            "pipeline": run.pipeline.name,
-            "version": run.version.number,
-            "state": run.state,
-            "reason": run.reason,
-        },
-        "nodes": [
-            _jsonable(node) for node in NodeRun.objects.filter(run=run).order_by("id").values(*NODE_FIELDS)
-        ],
-    }
+    with transaction.atomic():
+        if not connection.savepoint_ids:
+            # The outermost block: nothing ran in this transaction yet. (Inside a
+            # caller's transaction its level applies and its snapshot is its own.)
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        run = Run.objects.select_related("pipeline", "version").get(id=run_id)
+        seq = last_seq(run_id)
+        nodes = NodeRun.objects.filter(run=run).order_by("id").values(*SNAPSHOT_NODE_FIELDS, "worker")
+        limit = settings.FLOWKIT_TRACE_PREVIEW_BYTES
+        return {
+            "type": "snapshot",
+            "seq": seq,
+            "run": {
+                "id": str(run.id),
+                "pipeline_id": str(run.pipeline_id),
+                "pipeline": run.pipeline.name,
+                "version": run.version.number,
+                "state": run.state,
+                "reason": run.reason,
+                "rerun_from": run.rerun_from or None,
+                "created_at": run.created_at.isoformat(),
+                "started_at": _iso(run.started_at),
+                "finished_at": _iso(run.finished_at),
+            },
+            "nodes": [capped_node(_jsonable(node), limit) for node in nodes],
+        }
 
 
-def events_after(run_id: UUID | str, seq: int, limit: int = 10_000) -> list[dict[str, Any]]:
-    transitions = RunTransition.objects.filter(run_id=run_id, id__gt=seq).order_by("id")[:limit]
-    return [transition_event(transition) for transition in transitions]
+def last_seq(run_id: UUID | str) -> int:
+    return RunTrace.objects.filter(run_id=run_id).values_list("last_seq", flat=True).first() or 0
 
 
-def transition_event(transition: RunTransition) -> dict[str, Any]:
-    event = {
-        "type": "transition",
-        "seq": transition.id,
-        "node_id": transition.node_id or None,
-        "source": transition.source,
-        "target": transition.target,
-        "attempt": transition.attempt,
-        "reason": transition.reason,
-        "at": transition.at.isoformat(),
-    }
-    if transition.node_id and transition.target in ("succeeded", "failed"):
-        node = (
-            NodeRun.objects.filter(run_id=transition.run_id, node_id=transition.node_id)
-            .values(*NODE_FIELDS)
-            .first()
-        )
-        event["node"] = _jsonable(node) if node else None
-    return event
+def events_after(
+    run_id: UUID | str,
+    seq: int,
+    limit: int = MAX_EVENTS_PER_READ,
+    *,
+    kinds: list[str] | None = None,
+    node_id: str | None = None,
+) -> list[dict[str, Any]]:
+    events = TraceEvent.objects.filter(run_id=run_id, seq__gt=seq)
+    if kinds:
+        events = events.filter(kind__in=kinds)
+    if node_id:
+        events = events.filter(node_id=node_id)
+    return [event_frame(row) for row in events.order_by("seq")[: max(1, limit)]]
 
 
-def broadcast_transitions(run_id: str, transition_ids: list[int]) -> None:
-    """Called after the transaction that stored the transitions commits."""
-    layer = get_channel_layer()
-    if layer is None or not transition_ids:
-        return
-    transitions = RunTransition.objects.filter(id__in=transition_ids).order_by("id")
-    events = [transition_event(transition) for transition in transitions]
-    async_to_sync(layer.group_send)(group_name(run_id), {"type": "run.events", "events": events})
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -144,6 +144,16 @@ FLOWKIT_NPU_MAX_LOG_BYTES = env_int("FLOWKIT_NPU_MAX_LOG_BYTES", 2 * 1024 * 1024
 FLOWKIT_NPU_MAX_LOG_LINE_BYTES = env_int("FLOWKIT_NPU_MAX_LOG_LINE_BYTES", 16 * 1024, minimum=80)
 FLOWKIT_NPU_FLOOD_BYTES = env_int("FLOWKIT_NPU_FLOOD_BYTES", 32 * 1024 * 1024, minimum=1024)
 
+# The trace monitor. Events and streams carry at most PREVIEW_BYTES of an input or
+# output (the whole value is downloadable); a runner stores a node's log lines in
+# batches at most every FLUSH_S; `flowkit trace prune` deletes the events and
+# resource samples of runs that finished more than RETENTION_DAYS ago.
+FLOWKIT_TRACE_PREVIEW_BYTES = env_int("FLOWKIT_TRACE_PREVIEW_BYTES", 16 * 1024, minimum=256)
+FLOWKIT_TRACE_FLUSH_S = env_float("FLOWKIT_TRACE_FLUSH_S", 0.25, minimum=0.01, maximum=10)
+FLOWKIT_TRACE_RETENTION_DAYS = env_int("FLOWKIT_TRACE_RETENTION_DAYS", 30, minimum=1)
+# How often each worker reports its host's load and its NPUs to the resource monitor.
+FLOWKIT_WORKER_HEARTBEAT_S = env_float("FLOWKIT_WORKER_HEARTBEAT_S", 2.0, minimum=0.2, maximum=300)
+
 # Secret vault master keys (Fernet; the first encrypts, all decrypt). From the
 # environment or a _FILE, never from the database; mandatory outside DEBUG.
 FLOWKIT_SECRET_KEYS = load_keys(env_secret("FLOWKIT_SECRET_KEYS"), debug=DEBUG)

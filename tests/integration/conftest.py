@@ -86,6 +86,71 @@ def celery_worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactor
         process.kill()
 
 
+class WebServer:
+    """A real Daphne process serving FlowKit on the test database; restartable on
+    the same port, as a deployment restarts its web process."""
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        self.process = subprocess.Popen(
+            [*command, "web_ui.asgi:application"],
+            cwd=REPO, env=server_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    stderr = self.process.stderr.read().decode() if self.process.stderr else ""
+                    pytest.fail(f"daphne exited:\n{stderr}")
+                assert time.monotonic() < deadline, "daphne did not start"
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        """Stop at once, as a crash or a deploy would: no graceful close of sockets."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def web_server(transactional_db: None, celery_worker: WorkerProcess) -> Iterator[WebServer]:
+    server = WebServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def single_node_run(code: str, name: str = "single node", **limits: Any) -> Any:
+    """Start a run of a one-node pipeline (node ``n``, output ``value``)."""
+    from control_unit.pipeline_actions import do_create_pipeline
+    from control_unit.run_actions import do_start_run
+
+    node: dict[str, Any] = {"id": "n", "code": code, "outputs": ["value"]}
+    if limits:
+        node["limits"] = limits
+    version = do_create_pipeline(name, {"schema_version": 1, "nodes": [node]}).latest_version()
+    assert version is not None
+    return do_start_run(version)
+
+
 @pytest.fixture
 def docker_engine() -> docker.DockerClient:
     return docker.from_env()

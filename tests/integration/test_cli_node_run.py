@@ -68,11 +68,21 @@ def test_run_watch_follows_the_fan_out_example_to_success(celery_worker, transac
 def test_run_watch_exits_non_zero_when_the_run_fails(celery_worker, transactional_db, tmp_path):
     pipeline = tmp_path / "broken.json"
     pipeline.write_text(
-        json.dumps({"schema_version": 1, "nodes": [{"id": "boom", "code": "raise SystemError('down')"}]})
+        json.dumps(
+            {
+                "schema_version": 1,
+                "nodes": [{"id": "boom", "code": "print('about to fail')\nraise SystemError('down')"}],
+            }
+        )
     )
     result = flowkit("run", str(pipeline), "--watch")
     assert result.returncode == 1
     assert "failed" in result.stdout.splitlines()[-1]
+    # The watch follows the run's trace: its log lines, and the error with its traceback.
+    lines = [line[9:] for line in result.stdout.splitlines()]  # without the time
+    assert "boom | about to fail" in lines
+    assert "boom SystemError: down" in lines
+    assert any(line.strip().startswith('File "<node boom>", line 2') for line in result.stdout.splitlines())
 
 
 def test_run_refuses_an_invalid_pipeline_file_listing_its_problems(transactional_db, tmp_path):

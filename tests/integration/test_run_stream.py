@@ -17,6 +17,8 @@ from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_claim_node, do_record_node_outcome, do_start_run
 from secret_manager.actions import do_set_secret
 from tests.integration.conftest import nodes_of, wait_for_run
+from trace_monitor import consumers, recorder
+from trace_monitor.models import TraceEvent
 from web_ui.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -86,6 +88,35 @@ def test_a_foreign_origin_is_refused(no_broker):
     assert async_to_sync(attempt)() is False
 
 
+async def receive_events(communicator, count, timeout=5):
+    """The next ``count`` events, from however many batch frames they arrive in."""
+    events = []
+    while len(events) < count:
+        frame = await communicator.receive_json_from(timeout=timeout)
+        assert frame["type"] == "events", frame
+        events.extend(frame["events"])
+    return events
+
+
+def stored_seqs(run, after=0):
+    events = TraceEvent.objects.filter(run=run, seq__gt=after).order_by("seq")
+    return list(events.values_list("seq", flat=True))
+
+
+def log_events(frames):
+    events = [event for frame in frames for event in frame.get("events", [])]
+    return [(event["seq"], event["data"]["message"]) for event in events if event["kind"] == "log"]
+
+
+def run_ended(frame) -> bool:
+    if frame["type"] == "snapshot":
+        return frame["run"]["state"] in ("succeeded", "failed", "cancelled")
+    return any(
+        event["kind"] == "run" and event["data"]["target"] in ("succeeded", "failed", "cancelled")
+        for event in frame.get("events", [])
+    )
+
+
 def test_a_viewer_gets_a_snapshot_then_events_in_order(no_broker):
     run = queued_chain()
     headers = session_headers("viewer")
@@ -95,7 +126,7 @@ def test_a_viewer_gets_a_snapshot_then_events_in_order(no_broker):
         assert connected
         snapshot = await communicator.receive_json_from(timeout=5)
         await sync_to_async(finish)(run, "a", {"out": 2})
-        events = [await communicator.receive_json_from(timeout=5) for _ in range(3)]
+        events = await receive_events(communicator, 3)
         assert await communicator.receive_nothing(timeout=0.5)
         await communicator.disconnect()
         return snapshot, events
@@ -104,15 +135,17 @@ def test_a_viewer_gets_a_snapshot_then_events_in_order(no_broker):
     assert snapshot["type"] == "snapshot"
     assert snapshot["run"]["state"] == "running"
     assert {node["node_id"]: node["state"] for node in snapshot["nodes"]} == {"a": "queued", "b": "pending"}
-    assert [(e["node_id"], e["source"], e["target"]) for e in events] == [
-        ("a", "queued", "running"),
-        ("a", "running", "succeeded"),
-        ("b", "pending", "queued"),
+    assert [(e["node_id"], e["kind"], e["data"]["source"], e["data"]["target"]) for e in events] == [
+        ("a", "running", "queued", "running"),
+        ("a", "succeeded", "running", "succeeded"),
+        ("b", "queued", "pending", "queued"),
     ]
-    seqs = [event["seq"] for event in events]
-    assert seqs == sorted(seqs)
-    assert seqs[0] > snapshot["seq"]
-    assert events[1]["node"]["outputs"] == {"out": 2}
+    assert [event["seq"] for event in events] == [
+        snapshot["seq"] + 1,
+        snapshot["seq"] + 2,
+        snapshot["seq"] + 3,
+    ]
+    assert events[1]["data"]["outputs"] == {"out": 2}
 
 
 def test_reconnecting_with_the_last_sequence_number_gives_exactly_the_missed_events(no_broker):
@@ -131,24 +164,66 @@ def test_reconnecting_with_the_last_sequence_number_gives_exactly_the_missed_eve
 
     async def second_visit():
         communicator, _, _ = await open_stream(run.id, headers, f"?after={last_seen}")
-        missed = [await communicator.receive_json_from(timeout=5) for _ in range(6)]
+        missed = await receive_events(communicator, 6)
         assert await communicator.receive_nothing(timeout=0.5)
         await communicator.disconnect()
         return missed
 
     missed = async_to_sync(second_visit)()
-    expected = list(run.transitions.filter(id__gt=last_seen).order_by("id").values_list("id", flat=True))
-    assert [event["seq"] for event in missed] == expected
-    assert [(e["node_id"], e["target"]) for e in missed] == [
+    assert [event["seq"] for event in missed] == stored_seqs(run, last_seen)
+    assert [(e["node_id"], e["kind"]) for e in missed] == [
         ("a", "running"), ("a", "succeeded"), ("b", "queued"), ("b", "running"), ("b", "succeeded"),
-        (None, "succeeded"),
+        (None, "run"),
     ]  # fmt: skip
+    assert missed[-1]["data"]["target"] == "succeeded"
 
 
-def run_ended(frame) -> bool:
-    if frame["type"] == "snapshot":
-        return frame["run"]["state"] in ("succeeded", "failed", "cancelled")
-    return frame.get("node_id") is None and frame.get("target") in ("succeeded", "failed", "cancelled")
+def test_a_batch_the_channel_layer_lost_is_read_back_so_the_client_sees_no_gap(no_broker, monkeypatch):
+    run = queued_chain()
+    headers = session_headers("viewer")
+    real_send = recorder.send
+    dropped = []
+
+    def lossy_send(group, message):
+        # Lose the first batch of events sent after the client connected.
+        if message["type"] == "run.events" and not dropped:
+            dropped.append([event["seq"] for event in message["events"]])
+            return
+        real_send(group, message)
+
+    async def watch():
+        communicator, _, _ = await open_stream(run.id, headers)
+        snapshot = await communicator.receive_json_from(timeout=5)
+        monkeypatch.setattr(recorder, "send", lossy_send)
+        await sync_to_async(do_claim_node)(run.id, "a", 1, "test")  # this batch is lost
+        await sync_to_async(do_record_node_outcome)(run.id, "a", 1, {"outputs": {"out": 3}})
+        events = await receive_events(communicator, 3)
+        assert await communicator.receive_nothing(timeout=0.5)
+        await communicator.disconnect()
+        return snapshot, events
+
+    snapshot, events = async_to_sync(watch)()
+    assert dropped == [[snapshot["seq"] + 1]]
+    assert [event["seq"] for event in events] == stored_seqs(run, snapshot["seq"])
+    assert [event["kind"] for event in events] == ["running", "succeeded", "queued"]
+
+
+def test_a_lost_last_batch_is_found_by_the_periodic_check(no_broker, monkeypatch):
+    run = queued_chain()
+    headers = session_headers("viewer")
+    monkeypatch.setattr(consumers, "CATCH_UP_EVERY_S", 0.3)
+
+    async def watch():
+        communicator, _, _ = await open_stream(run.id, headers)
+        snapshot = await communicator.receive_json_from(timeout=5)
+        monkeypatch.setattr(recorder, "send", lambda group, message: None)  # every message is lost
+        await sync_to_async(do_claim_node)(run.id, "a", 1, "test")
+        events = await receive_events(communicator, 1)
+        await communicator.disconnect()
+        return snapshot, events
+
+    snapshot, events = async_to_sync(watch)()
+    assert [(event["seq"], event["kind"]) for event in events] == [(snapshot["seq"] + 1, "running")]
 
 
 def test_frames_of_a_run_that_leaked_a_secret_hold_only_the_mask(celery_worker):
@@ -186,4 +261,8 @@ def test_frames_of_a_run_that_leaked_a_secret_hold_only_the_mask(celery_worker):
     final = frames[-1]["nodes"][0]
     assert final["outputs"] == {"copy": "***", "b64": "***"}
     assert final["status_message"] == "***"
-    assert final["logs"][0]["message"] == "leaking ***"
+    seen = log_events(frames)
+    stored = TraceEvent.objects.filter(run=run, kind="log").order_by("seq")
+    assert [message for _, message in stored.values_list("seq", "data__message")] == ["leaking ***"]
+    # Live, the client saw every log line stored after its snapshot.
+    assert seen == list(stored.filter(seq__gt=frames[0]["seq"]).values_list("seq", "data__message"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ninja import NinjaAPI
 
-from web_ui.api import me, node_tests, pipelines, runs, secrets
+from web_ui.api import me, node_tests, pipelines, runs, secrets, traces
 from web_ui.api.auth import AUTH
 from web_ui.api.errors import install_error_handlers
 
@@ -22,3 +22,4 @@ api.add_router("/runs", runs.router)
 api.add_router("/secrets", secrets.router)
 api.add_router("/node-tests", node_tests.router)
 api.add_router("/me", me.router)
+api.add_router("", traces.router)

@@ -15,6 +15,14 @@ from secret_manager.errors import DuplicateSecret, SecretError, UnknownSecret
 from web_ui.roles import Forbidden
 
 
+class ApiError(Exception):
+    """An error a view raises with its status, stable code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
 def error(
     api: NinjaAPI, request: HttpRequest, status: int, code: str, message: str, **extra: Any
 ) -> HttpResponse:
@@ -60,6 +68,10 @@ def install_error_handlers(api: NinjaAPI) -> None:
         return error(api, request, 422, "invalid_limits", str(exc))
 
     api.add_exception_handler(LimitError, on_limit_error)
+    def on_api_error(request: HttpRequest, exc: Any) -> HttpResponse:
+        return error(api, request, exc.status, exc.code, str(exc))
+
+    api.add_exception_handler(ApiError, on_api_error)
     api.add_exception_handler(SecretError, on_secret_error)
     api.add_exception_handler(InvalidPipeline, on_invalid_pipeline)
     api.add_exception_handler(InvalidTransition, on_invalid_transition)

@@ -6,12 +6,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema, Status
 
 from control_unit import run_actions
 from control_unit.models import NodeRun, Run
+from trace_monitor.previews import capped_node
 from web_ui.api.schemas import ErrorOut, RerunIn, RunDetailOut, RunOut
 from web_ui.roles import EDITOR, VIEWER, require_role
 
@@ -44,7 +46,11 @@ def run_out(run: Run, detail: bool = False) -> dict[str, Any]:
     }
     if detail:
         data["input"] = run.input
-        data["nodes"] = list(run.node_runs.order_by("id").values(*NODE_FIELDS))
+        # Large inputs and outputs keep a preview here; whole ones are downloaded
+        # from /api/runs/{id}/nodes/{node}/outputs/{port}.
+        limit = settings.FLOWKIT_TRACE_PREVIEW_BYTES
+        nodes = run.node_runs.order_by("id").values(*NODE_FIELDS)
+        data["nodes"] = [capped_node(dict(node), limit) for node in nodes]
     return data
 
 

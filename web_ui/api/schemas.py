@@ -98,6 +98,8 @@ class NodeRunOut(Schema):
     container_id: str
     started_at: datetime | None
     finished_at: datetime | None
+    # {"inputs"|"outputs": {port: {"bytes": size, "preview": text}}} for values too large to show
+    truncated: dict[str, Any] | None = None
 
 
 class RunOut(Schema):

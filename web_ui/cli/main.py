@@ -31,11 +31,19 @@ def _setup_django() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from web_ui.cli import admin_commands, node_commands, npu_commands, run_commands, secret_commands
+    from web_ui.cli import (
+        admin_commands,
+        node_commands,
+        npu_commands,
+        run_commands,
+        secret_commands,
+        trace_commands,
+    )
 
     parser = argparse.ArgumentParser(prog="flowkit", description="FlowKit command line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (node_commands, run_commands, secret_commands, npu_commands, admin_commands):
+    modules = (node_commands, run_commands, secret_commands, trace_commands, npu_commands, admin_commands)
+    for module in modules:
         module.register(commands)
     return parser
 

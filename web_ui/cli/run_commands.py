@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ def register(commands: Any) -> None:
     listing.set_defaults(handler=list_runs)
     for name, help_text in (
         ("show", "a run and its nodes"),
-        ("watch", "follow a run live until it ends"),
+        ("watch", "follow a run live until it ends: its events, node states and log lines"),
         ("pause", "pause a run (running nodes are frozen)"),
         ("resume", "resume a paused run"),
         ("cancel", "cancel a run (running nodes are killed)"),
@@ -54,6 +55,8 @@ def register(commands: Any) -> None:
         command.add_argument("run_id")
         if name in ("restart",):
             command.add_argument("--watch", "-w", action="store_true")
+        if name == "watch":
+            command.add_argument("--no-logs", dest="logs", action="store_false", help="hide log lines")
         command.set_defaults(handler=control_run, action=name)
     rerun = runs.add_parser("rerun", help="rerun from a node, reusing the outputs upstream of it")
     rerun.add_argument("run_id")
@@ -143,7 +146,7 @@ def control_run(args: argparse.Namespace) -> int:
         console.print(node_table(run))
         return 0
     if args.action == "watch":
-        return watch(run.id)
+        return watch(run.id, logs=args.logs)
     try:
         if args.action == "rerun":
             run = run_actions.do_rerun_from(run.id, args.node_id)
@@ -174,31 +177,67 @@ def node_table(run: Any) -> Table:
     return table
 
 
-def watch(run_id: Any) -> int:
-    """Follow a run until it ends: a live table on a terminal, a line per change otherwise."""
+def watch(run_id: Any, *, logs: bool = True) -> int:
+    """Follow a run's trace until the run ends: a line per event (log lines too,
+    unless ``logs`` is False) and, on a terminal, a live table of its nodes."""
     from control_unit.models import Run
+    from trace_monitor.run_stream import events_after
 
     run = Run.objects.select_related("pipeline", "version").get(id=run_id)
     terminal = ("succeeded", "failed", "cancelled")
-    if console.is_terminal:
-        with Live(node_table(run), console=console, refresh_per_second=8) as live:
-            while run.state not in terminal:
-                time.sleep(POLL_S)
-                live.update(node_table(run))
-    else:
-        seen: dict[str, str] = {}
+    last_seq = 0
+    # On a terminal the node table stays live below the event lines; elsewhere (a
+    # pipe, a CI log) there are only the lines, then the final table.
+    live = Live(node_table(run), console=console, refresh_per_second=8, transient=True)
+    with live if console.is_terminal else contextlib.nullcontext():
         while True:
-            run.refresh_from_db()
-            for node_id, state in run.node_runs.values_list("node_id", "state"):
-                if seen.get(node_id) != state:
-                    seen[node_id] = state
-                    console.print(f"{time.strftime('%H:%M:%S')} {node_id}: {state}")
+            run.refresh_from_db(fields=["state", "reason"])
+            for event in events_after(run.id, last_seq):
+                last_seq = event["seq"]
+                line = describe_event(event, logs=logs)
+                if line is not None:
+                    console.print(line, highlight=False)
+            # Events are read after the state, so a finished run's last ones are in.
             if run.state in terminal:
                 break
+            if console.is_terminal:
+                live.update(node_table(run))
             time.sleep(POLL_S)
-        console.print(node_table(run))
+    console.print(node_table(run))
     console.print(f"run {run.id} {_styled(run.state)}" + (f": {escape(run.reason)}" if run.reason else ""))
     return 0 if run.state == "succeeded" else 1
+
+
+def describe_event(event: dict[str, Any], *, logs: bool = True) -> str | None:
+    """One line for a person following a run, or None for an event not worth one."""
+    data = event["data"]
+    kind = event["kind"]
+    at = event["at"][11:19]
+    who = escape(event["node_id"] or "run")
+    if kind == "log":
+        if not logs:
+            return None
+        loud = data.get("stream") == "stderr" or data.get("level") in ("error", "critical")
+        style = "red" if loud else "dim"
+        return f"{at} {who} [{style}]|[/{style}] {escape(str(data.get('message', '')))}"
+    if kind == "logs_dropped":
+        return f"{at} {who} [yellow]… {data.get('lines', 0):,} more log lines dropped[/yellow]"
+    if kind == "started":
+        container = data.get("container_id", "")[:12]
+        return f"{at} {who} started on {escape(data.get('worker', ''))} in NPU {container}"
+    if kind == "error":
+        error_type, message = escape(str(data.get("error_type"))), escape(str(data.get("message")))
+        text = f"{at} {who} [bold red]{error_type}[/]: {message}"
+        if data.get("traceback"):
+            text += "\n" + escape(str(data["traceback"]).rstrip())
+        return text
+    if kind == "finished":
+        return f"{at} {who} finished in {data.get('duration_s') or 0:.2f} s"
+    if kind in ("inputs", "outputs"):
+        return None  # shown by `flowkit runs show`, and whole by the API
+    target = data.get("target", kind)
+    reason = f" ({escape(data['reason'])})" if data.get("reason") else ""
+    return f"{at} {who}: {_styled(kind if kind != 'run' else target)}{reason}"
 
 
 def _styled(state: str) -> str:

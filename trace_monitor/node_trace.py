@@ -1,0 +1,189 @@
+"""The trace of one node execution, written by the runner while the node runs.
+
+Log lines and resource samples are buffered and written in batches, at most every
+FLOWKIT_TRACE_FLUSH_S, each batch in one transaction and one stream message: a
+chatty node costs the database and the browser a few writes a second, not one per
+line. The runtime already bounds what a node may log (FLOWKIT_NPU_MAX_LOG_*); what
+it dropped arrives as one ``logs_dropped`` event, the marker where lines are missing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from node_runner.resource_sampler import NpuSample
+from secret_manager.masking import Masker
+from trace_monitor import kinds
+from trace_monitor.models import NodeExecution, ResourceSample
+from trace_monitor.previews import cap_ports, cap_text
+from trace_monitor.recorder import EventDraft, record, record_samples
+
+MAX_TRACEBACK_BYTES = 64 * 1024
+
+
+class NodeTrace:
+    """Implements the runner's NpuObserver for one attempt of one node of a run."""
+
+    def __init__(self, *, run_id: str, pipeline_id: Any, node_id: str, attempt: int, worker: str) -> None:
+        self.run_id = run_id
+        self.pipeline_id = pipeline_id
+        self.node_id = node_id
+        self.attempt = attempt
+        self.worker = worker
+        self._masker = Masker(())
+        self._events: list[EventDraft] = []
+        self._samples: list[ResourceSample] = []
+        self._lock = threading.Lock()  # samples arrive on the sampler's thread
+        self._next_flush = 0.0
+        self._execution: NodeExecution | None = None
+        self._peaks: dict[str, int | float | None] = {}
+        self._closed = False
+
+    def begin(self, inputs: dict[str, Any], masker: Masker) -> None:
+        """The node is about to run with ``inputs``; ``masker`` knows its secrets."""
+        self._masker = masker
+        values, truncated = cap_ports(inputs, settings.FLOWKIT_TRACE_PREVIEW_BYTES)
+        self._add(kinds.INPUTS, {"inputs": values, **({"truncated": truncated} if truncated else {})})
+
+    # -- NpuObserver ------------------------------------------------------------------
+
+    def started(self, container_id: str, image: str, runtime: str) -> None:
+        now = timezone.now()
+        self._execution = NodeExecution.objects.create(
+            run_id=self.run_id,
+            pipeline_id=self.pipeline_id,
+            node_id=self.node_id,
+            attempt=self.attempt,
+            worker=self.worker,
+            container_id=container_id,
+            started_at=now,
+        )
+        self._add(
+            kinds.STARTED,
+            {"worker": self.worker, "container_id": container_id, "image": image, "runtime": runtime},
+        )
+        self.flush()
+
+    def event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "log":
+            data = {
+                key: event[key] for key in ("ts", "level", "stream", "message", "truncated") if key in event
+            }
+            self._add(kinds.LOG, self._masker.mask(data))
+        elif kind == "log_dropped":
+            self._add(
+                kinds.LOGS_DROPPED,
+                {
+                    "lines": int(event.get("lines", 0)),
+                    "bytes": int(event.get("bytes", 0)),
+                    "max_lines": settings.FLOWKIT_NPU_MAX_LOG_LINES,
+                    "max_bytes": settings.FLOWKIT_NPU_MAX_LOG_BYTES,
+                },
+            )
+        # The result and the error are written by finish(), from the masked outcome.
+
+    def sample(self, sample: NpuSample) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._samples.append(
+                ResourceSample(
+                    run_id=self.run_id,
+                    node_id=self.node_id,
+                    attempt=self.attempt,
+                    at=sample.at,
+                    cpu_percent=sample.cpu_percent,
+                    memory_bytes=sample.memory_bytes,
+                    memory_limit_bytes=sample.memory_limit_bytes,
+                    net_rx_bytes=sample.net_rx_bytes,
+                    net_tx_bytes=sample.net_tx_bytes,
+                    pids=sample.pids,
+                )
+            )
+            self._peak("cpu_percent_max", sample.cpu_percent)
+            self._peak("memory_bytes_max", sample.memory_bytes)
+            # Network counters only grow: the last reading is the total.
+            self._peaks["net_rx_bytes"] = sample.net_rx_bytes
+            self._peaks["net_tx_bytes"] = sample.net_tx_bytes
+
+    def tick(self) -> None:
+        if time.monotonic() >= self._next_flush:
+            self.flush()
+
+    # ------------------------------------------------------------------------------
+
+    def finish(self, result: dict[str, Any]) -> None:
+        """The execution is over; ``result`` is the runner's masked outcome."""
+        error = result.get("error")
+        if error:
+            error = dict(error)
+            if "traceback" in error:
+                error["traceback"] = cap_text(str(error["traceback"]), MAX_TRACEBACK_BYTES)
+            self._add(kinds.ERROR, error)
+        else:
+            outputs, truncated = cap_ports(result.get("outputs"), settings.FLOWKIT_TRACE_PREVIEW_BYTES)
+            data: dict[str, Any] = {
+                "outputs": outputs,
+                "next_nodes": result.get("next_nodes") or [],
+                "status_message": result.get("status_message", ""),
+            }
+            if truncated:
+                data["truncated"] = truncated
+            self._add(kinds.OUTPUTS, data)
+        outcome = "succeeded"
+        if error:
+            outcome = "cancelled" if error.get("error_type") == "NodeCancelled" else "failed"
+        duration_s = result.get("duration_s")
+        self._add(
+            kinds.FINISHED,
+            {"outcome": outcome, "duration_s": duration_s, "exit_code": result.get("exit_code")},
+        )
+        with self._lock:
+            self._closed = True
+        self.flush()
+        self._save_execution(outcome, error, duration_s)
+
+    def flush(self) -> None:
+        with self._lock:
+            events, self._events = self._events, []
+            samples, self._samples = self._samples, []
+        # Events and samples are sent in separate messages; each kept in order.
+        record(self.run_id, events)
+        record_samples(self.run_id, samples)
+        self._next_flush = time.monotonic() + settings.FLOWKIT_TRACE_FLUSH_S
+
+    def _add(self, kind: str, data: dict[str, Any]) -> None:
+        draft = EventDraft(
+            kind=kind, node_id=self.node_id, attempt=self.attempt, data=data, at=timezone.now()
+        )
+        with self._lock:
+            self._events.append(draft)
+
+    def _peak(self, name: str, value: float | None) -> None:
+        if value is not None:
+            current = self._peaks.get(name)
+            self._peaks[name] = value if current is None else max(current, value)
+
+    def _save_execution(self, outcome: str, error: dict[str, Any] | None, duration_s: float | None) -> None:
+        now = timezone.now()
+        execution = self._execution or NodeExecution(
+            run_id=self.run_id,
+            pipeline_id=self.pipeline_id,
+            node_id=self.node_id,
+            attempt=self.attempt,
+            worker=self.worker,
+            started_at=now,
+        )
+        execution.finished_at = now
+        execution.duration_s = duration_s if duration_s is not None else 0.0
+        execution.outcome = outcome
+        execution.error_type = str((error or {}).get("error_type", ""))[:80]
+        for name, value in self._peaks.items():
+            setattr(execution, name, value)
+        execution.save()

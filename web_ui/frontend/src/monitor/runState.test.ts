@@ -208,7 +208,7 @@ describe("monitorReducer", () => {
         event(5, "finished", "a", { outcome: "succeeded", duration_s: 1.5 }),
       ],
     });
-    const timeline = timelineOf(state);
+    const timeline = timelineOf(state.executions);
     expect(timeline.map((e) => e.node_id)).toEqual(["a", "b"]);
     expect(timeline[0]).toMatchObject({
       worker: "w1",

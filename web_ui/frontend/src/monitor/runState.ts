@@ -422,8 +422,8 @@ export function mergeSamples(known: readonly Sample[] | undefined, samples: read
 }
 
 /** Executions ordered for the timeline: by start, then node, then attempt. */
-export function timelineOf(state: MonitorState): Execution[] {
-  return Object.values(state.executions).sort(
+export function timelineOf(executions: MonitorState["executions"]): Execution[] {
+  return Object.values(executions).sort(
     (a, b) =>
       Date.parse(a.started_at) - Date.parse(b.started_at) ||
       a.node_id.localeCompare(b.node_id) ||

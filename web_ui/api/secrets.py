@@ -71,6 +71,13 @@ def create_secret(request: HttpRequest, payload: SecretIn) -> Status[Any]:
     return Status(201, _out(payload.name))
 
 
+# Before /{name}: Django tries the routes in order, and /audit must not be taken for a name.
+@router.get("/audit", response={200: list[AuditEventOut], **ERRORS})
+def audit_log(request: HttpRequest, limit: int = 200) -> Any:
+    _require(request, ADMIN, "read audit log", [])
+    return actions.audit_log(limit=max(1, min(limit, 5000)))
+
+
 @router.put("/{name}", response={200: SecretOut, **ERRORS})
 def replace_secret(request: HttpRequest, name: str, payload: SecretUpdate) -> dict[str, Any]:
     _require(request, EDITOR, "update", [name])
@@ -83,9 +90,3 @@ def delete_secret(request: HttpRequest, name: str) -> Status[Any]:
     _require(request, EDITOR, "delete", [name])
     actions.do_delete_secret(name, user=request.user)
     return Status(204, None)
-
-
-@router.get("/audit", response={200: list[AuditEventOut], **ERRORS})
-def audit_log(request: HttpRequest, limit: int = 200) -> Any:
-    _require(request, ADMIN, "read audit log", [])
-    return actions.audit_log(limit=max(1, min(limit, 5000)))

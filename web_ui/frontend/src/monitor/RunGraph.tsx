@@ -41,6 +41,8 @@ function MonitorNodeView({ id, data, selected }: NodeProps<MonitorFlowNode>) {
   );
 }
 
+const NODE_WIDTH = 180;
+const NODE_HEIGHT = 48;
 const MonitorNode = memo(MonitorNodeView);
 const NODE_TYPES = { monitor: MonitorNode };
 
@@ -96,6 +98,10 @@ export function RunGraph({ layout, states, selected, onSelect }: Props) {
               position: base.position,
               data: { label: base.label, state, attempt },
               selected: isSelected,
+              // Known sizes (see .fk-mnode) let the minimap and fit view work without
+              // feeding xyflow's measurements back through onNodesChange.
+              width: NODE_WIDTH,
+              height: NODE_HEIGHT,
               draggable: false,
               connectable: false,
             };

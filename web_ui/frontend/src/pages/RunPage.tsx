@@ -228,7 +228,7 @@ function RunMonitor({ runId }: { runId: string }) {
   const selectedNode = selected ? (state.nodes[selected] ?? null) : null;
   return (
     <section className="fk-monitor" aria-label="Run monitor">
-      <div className="fk-editor-toolbar fk-inline fk-monitor-toolbar">
+      <div className="fk-toolbar fk-editor-toolbar" role="toolbar" aria-label="Run">
         <h1>
           Run of <Link to={`/app/pipelines/${run.pipeline_id}`}>{run.pipeline}</Link> v{run.version}
         </h1>

@@ -4,6 +4,7 @@ monitor page."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 from playwright.sync_api import Locator, Page
@@ -42,7 +43,7 @@ def chain(ids: list[str], codes: dict[str, str] | None = None) -> dict[str, Any]
     ]  # fmt: skip
     edges = [
         {"id": f"e{index}", "source": source, "source_port": "out", "target": target, "target_port": "in"}
-        for index, (source, target) in enumerate(zip(ids, ids[1:], strict=False), start=1)
+        for index, (source, target) in enumerate(pairwise(ids), start=1)
     ]
     return {"schema_version": 1, "nodes": nodes, "edges": edges}
 

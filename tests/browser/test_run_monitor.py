@@ -21,7 +21,9 @@ from tests.browser.runs import (
 from tests.integration.conftest import wait_for_run
 
 RUN_TIMEOUT_MS = 120_000
-SLOW = node_code("time.sleep({seconds})\nprint('slept')\nreturn [], {{'out': value + 1}}, 'slept {seconds} s'")
+SLOW = node_code(
+    "time.sleep({seconds})\nprint('slept')\nreturn [], {{'out': value + 1}}, 'slept {seconds} s'"
+)
 
 
 def slow(seconds: float) -> str:
@@ -143,7 +145,8 @@ def test_the_monitor_catches_up_after_its_connection_drops(editor_page: Page):
         expect(graph_node(page, step)).to_have_attribute("data-state", "succeeded")
     expect(node_row(page, "d")).to_contain_text("slept 1 s")
     urls = page.evaluate("window.__sockets")
-    assert "?after=" not in urls[0] and re.search(r"\?after=\d+$", urls[-1]), urls
+    assert "?after=" not in urls[0], urls  # the first connection asks for a snapshot
+    assert re.search(r"\?after=\d+$", urls[-1]), urls  # the last one resumes after a sequence number
 
 
 def test_a_viewer_sees_the_run_but_no_controls(viewer_page: Page):

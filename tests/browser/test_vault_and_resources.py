@@ -90,12 +90,14 @@ def test_an_admin_reads_the_audit_log_and_a_viewer_cannot_edit_secrets(page: Pag
 def test_the_runs_history_filters_by_pipeline_and_state_and_shows_figures(editor_page: Page):
     page = editor_page
     good = create_pipeline(page, "good pipeline", chain(["a", "b"]))
-    bad = create_pipeline(
-        page, "bad pipeline", chain(["x"], {"x": node_code("raise ValueError('no good')")})
-    )
+    bad = create_pipeline(page, "bad pipeline", chain(["x"], {"x": node_code("raise ValueError('no good')")}))
     from control_unit.models import Run
 
-    runs = [start_run(page, good, {"in": 1}), start_run(page, good, {"in": 2}), start_run(page, bad, {"in": 3})]
+    runs = [
+        start_run(page, good, {"in": 1}),
+        start_run(page, good, {"in": 2}),
+        start_run(page, bad, {"in": 3}),
+    ]
     for run_id in runs:
         wait_for_run(Run.objects.get(id=run_id))
 
@@ -133,9 +135,13 @@ def test_the_resource_monitor_lists_the_worker_and_its_npus(editor_page: Page, c
     expect(card).to_be_visible()
     expect(card.get_by_role("heading", level=2)).to_contain_text("online")
     expect(card.get_by_role("meter", name="Host CPU")).to_be_visible()
-    expect(card.get_by_role("meter", name="Host memory")).to_have_attribute("aria-valuetext", re.compile(" of "))
+    expect(card.get_by_role("meter", name="Host memory")).to_have_attribute(
+        "aria-valuetext", re.compile(" of ")
+    )
 
-    busy = node_code("end = time.time() + 20\nwhile time.time() < end:\n    pass\nreturn [], {'out': 1}, 'burnt'")
+    busy = node_code(
+        "end = time.time() + 20\nwhile time.time() < end:\n    pass\nreturn [], {'out': 1}, 'burnt'"
+    )
     start_run(page, create_pipeline(page, "burner", chain(["burn"], {"burn": busy})), {"in": 0})
     npu_row = card.locator("tr[data-npu]", has_text="burn")
     expect(npu_row).to_be_visible(timeout=60_000)

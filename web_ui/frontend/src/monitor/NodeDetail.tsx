@@ -173,10 +173,9 @@ function NodeDetailView(props: Props) {
       <h3>Resources</h3>
       <LineChart title="CPU" points={seriesOf(samples, (s) => s.cpu_percent)} format={formatPercent} />
       <LineChart
-        title="Memory"
+        title={memoryLimit ? `Memory (limit ${formatBytes(memoryLimit)})` : "Memory"}
         points={seriesOf(samples, (s) => s.memory_bytes)}
         format={formatBytes}
-        max={memoryLimit}
       />
       <h3>Attempts</h3>
       {attempts.length ? (

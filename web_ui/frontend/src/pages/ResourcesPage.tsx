@@ -176,7 +176,7 @@ export function ResourcesPage() {
     <section className="fk-page">
       <div className="fk-toolbar">
         <h1>Resources</h1>
-        <span className={`fk-connection fk-connection-${status}`} data-testid="connection" role="status">
+        <span className={`fk-stream fk-stream-${status}`} data-testid="connection" role="status">
           {status === "live" ? "live" : status === "refused" ? "disconnected" : `${status}…`}
         </span>
         <span className="fk-muted">Workers report every {state.heartbeatS} s.</span>

@@ -38,7 +38,7 @@ function ConnectionBadge({ connection }: { connection: Connection }) {
   }[connection.status];
   return (
     <span
-      className={`fk-connection fk-connection-${connection.status}`}
+      className={`fk-stream fk-stream-${connection.status}`}
       data-testid="connection"
       role="status"
       title={connection.message || undefined}

@@ -24,6 +24,7 @@ const REFUSALS: Record<number, string> = {
 };
 const FIRST_RETRY_MS = 500;
 const MAX_RETRY_MS = 8000;
+const HIDDEN_FLUSH_MS = 500;
 
 export function retryDelayMs(retries: number): number {
   return Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** Math.max(0, retries - 1));
@@ -54,15 +55,20 @@ export function useRunStream(runId: string, dispatch: Dispatch<MonitorAction>): 
     let lastSeq: number | null = null;
     let queue: RunFrame[] = [];
 
+    let flushTimer = 0;
     const flush = () => {
       frameRequest = 0;
+      flushTimer = 0;
       const frames = queue;
       queue = [];
       if (frames.length) dispatchRef.current({ type: "frames", frames });
     };
     const enqueue = (frame: RunFrame) => {
       queue.push(frame);
-      if (!frameRequest) frameRequest = window.requestAnimationFrame(flush);
+      if (frameRequest || flushTimer) return;
+      // A hidden tab gets no animation frames: a timer keeps the queue short there.
+      if (document.hidden) flushTimer = window.setTimeout(flush, HIDDEN_FLUSH_MS);
+      else frameRequest = window.requestAnimationFrame(flush);
     };
 
     const scheduleRetry = () => {
@@ -134,6 +140,7 @@ export function useRunStream(runId: string, dispatch: Dispatch<MonitorAction>): 
       alive = false;
       window.clearTimeout(retryTimer);
       if (frameRequest) window.cancelAnimationFrame(frameRequest);
+      window.clearTimeout(flushTimer);
       socket?.close();
     };
   }, [runId]);

@@ -104,6 +104,37 @@ def test_rerun_from_a_middle_node_reuses_the_nodes_before_it(editor_page: Page):
     assert new_run.rerun_from == "b"
     assert page.url.endswith(str(new_run.id))
 
+    # Restart runs the same version again, from the start, in a new run.
+    page.get_by_role("button", name="Restart").click()
+    expect(page).not_to_have_url(re.compile(f"/app/runs/({run_id}|{new_run.id})$"))
+    expect(page.get_by_test_id("run-state")).to_have_text("succeeded", timeout=RUN_TIMEOUT_MS)
+    for node_id in ("a", "b", "c"):
+        expect(graph_node(page, node_id)).to_have_attribute("data-state", "succeeded")
+    assert Run.objects.count() == 3
+
+
+def test_cancel_stops_a_run_and_a_failed_node_shows_its_traceback(editor_page: Page):
+    page = editor_page
+    pipeline_id = create_pipeline(page, "cancel me", chain(["a", "b"], {"a": slow(60)}))
+    run_id = start_run(page, pipeline_id, {"in": 1})
+    page.goto(f"/app/runs/{run_id}")
+    expect(graph_node(page, "a")).to_have_attribute("data-state", "running", timeout=60_000)
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_test_id("run-state")).to_have_text("cancelled")
+    expect(graph_node(page, "a")).to_have_attribute("data-state", "cancelled")
+    expect(graph_node(page, "b")).to_have_attribute("data-state", "cancelled")
+
+    failing = node_code("print('about to fail')\nraise ValueError(f'no good: {value}')")
+    run_id = start_run(page, create_pipeline(page, "fails", chain(["x"], {"x": failing})), {"in": 7})
+    page.goto(f"/app/runs/{run_id}")
+    expect(page.get_by_test_id("run-state")).to_have_text("failed", timeout=RUN_TIMEOUT_MS)
+    expect(node_row(page, "x")).to_contain_text("ValueError: no good: 7")
+    graph_node(page, "x").click()
+    panel = node_panel(page)
+    expect(panel.get_by_role("alert")).to_contain_text("ValueError: no good: 7")
+    expect(panel.get_by_test_id("node-traceback")).to_contain_text("raise ValueError(f'no good: {value}')")
+    expect(panel.get_by_test_id("node-logs")).to_contain_text("about to fail")
+
 
 # Records every WebSocket the page opens; while window.__offline is set, new ones go
 # to a port where nothing listens, as if the server were down.

@@ -67,6 +67,8 @@ def test_a_long_run_is_paused_and_resumed_and_finishes(editor_page: Page):
     page.goto(f"/app/runs/{run_id}")
     expect(graph_node(page, "a")).to_have_attribute("data-state", "running", timeout=60_000)
 
+    graph_node(page, "a").click()  # its panel follows the node live
+    expect(node_panel(page).get_by_test_id("node-state")).to_have_text("running")
     page.get_by_role("button", name="Pause").click()
     expect(page.get_by_test_id("run-state")).to_have_text("paused")
     expect(graph_node(page, "a")).to_have_attribute("data-state", "paused")
@@ -79,6 +81,10 @@ def test_a_long_run_is_paused_and_resumed_and_finishes(editor_page: Page):
     expect(page.get_by_test_id("run-state")).to_have_text("succeeded", timeout=RUN_TIMEOUT_MS)
     expect(graph_node(page, "b")).to_have_attribute("data-state", "succeeded")
     expect(node_row(page, "b")).to_contain_text("slept 1 s")
+    panel = node_panel(page)
+    expect(panel.get_by_test_id("node-state")).to_have_text("succeeded")
+    expect(panel.get_by_test_id("node-logs")).to_contain_text("slept")  # a line that came live
+    expect(panel.get_by_test_id("node-outputs")).to_contain_text("2")
     for name in ("Pause", "Resume", "Cancel"):
         expect(page.get_by_role("button", name=name, exact=True)).to_have_count(0)
 
@@ -119,7 +125,11 @@ def test_cancel_stops_a_run_and_a_failed_node_shows_its_traceback(editor_page: P
     run_id = start_run(page, pipeline_id, {"in": 1})
     page.goto(f"/app/runs/{run_id}")
     expect(graph_node(page, "a")).to_have_attribute("data-state", "running", timeout=60_000)
-    page.get_by_role("button", name="Cancel").click()
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    page.get_by_role("button", name="Keep running").click()  # a second thought changes nothing
+    expect(page.get_by_test_id("run-state")).to_have_text("running")
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    page.get_by_role("button", name="Cancel the run").click()
     expect(page.get_by_test_id("run-state")).to_have_text("cancelled")
     expect(graph_node(page, "a")).to_have_attribute("data-state", "cancelled")
     expect(graph_node(page, "b")).to_have_attribute("data-state", "cancelled")

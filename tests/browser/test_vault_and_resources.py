@@ -146,3 +146,10 @@ def test_the_resource_monitor_lists_the_worker_and_its_npus(editor_page: Page, c
     npu_row = card.locator("tr[data-npu]", has_text="burn")
     expect(npu_row).to_be_visible(timeout=60_000)
     expect(npu_row.locator("td").nth(3)).to_contain_text("%", timeout=30_000)  # a live CPU sample
+
+    # From the NPU to its run's monitor, where the node's CPU chart fills live.
+    npu_row.get_by_role("link").click()
+    expect(page).to_have_url(re.compile(r"/app/runs/[0-9a-f-]+$"))
+    page.locator('.react-flow__node[data-id="burn"]').click()
+    expect(node_panel(page).get_by_role("img", name=re.compile(r"^CPU over"))).to_be_visible(timeout=30_000)
+    expect(node_panel(page).get_by_role("img", name=re.compile(r"^Memory"))).to_be_visible()

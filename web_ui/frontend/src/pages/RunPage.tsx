@@ -50,6 +50,7 @@ function ConnectionBadge({ connection }: { connection: Connection }) {
 
 const NodeRow = memo(function NodeRow({
   node,
+  nodeId,
   label,
   selected,
   onSelect,
@@ -60,7 +61,6 @@ const NodeRow = memo(function NodeRow({
   selected: boolean;
   onSelect: (nodeId: string) => void;
 }) {
-  const nodeId = node?.node_id ?? "";
   const state = displayState(node);
   const message = node?.error
     ? `${node.error.error_type ? `${node.error.error_type}: ` : ""}${node.error.message ?? ""}`
@@ -104,6 +104,7 @@ function RunMonitor({ runId }: { runId: string }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
+  const [confirmCancel, setConfirmCancel] = useState(false);
   const run = state.run;
   const finished = run ? TERMINAL_RUN_STATES.has(run.state) : false;
   const now = useNow(Boolean(run) && !finished);
@@ -263,15 +264,36 @@ function RunMonitor({ runId }: { runId: string }) {
                 Resume
               </button>
             ) : null}
-            {!finished ? (
+            {!finished && !confirmCancel ? (
               <button
                 type="button"
                 className="fk-danger"
                 disabled={busy}
-                onClick={() => void act("Cancel", () => traceApi.cancelRun(runId), false)}
+                onClick={() => setConfirmCancel(true)}
               >
                 Cancel
               </button>
+            ) : null}
+            {!finished && confirmCancel ? (
+              // Cancelling kills running NPUs and cannot be undone: one more, deliberate press.
+              <span className="fk-inline fk-confirm" role="group" aria-label="Confirm cancel">
+                Stop this run?
+                <button
+                  type="button"
+                  className="fk-danger"
+                  disabled={busy}
+                  autoFocus
+                  onClick={() => {
+                    setConfirmCancel(false);
+                    void act("Cancel", () => traceApi.cancelRun(runId), false);
+                  }}
+                >
+                  Cancel the run
+                </button>
+                <button type="button" className="fk-secondary" onClick={() => setConfirmCancel(false)}>
+                  Keep running
+                </button>
+              </span>
             ) : null}
             <button
               type="button"

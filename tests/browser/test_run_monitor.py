@@ -85,6 +85,9 @@ def test_a_long_run_is_paused_and_resumed_and_finishes(editor_page: Page):
     expect(panel.get_by_test_id("node-state")).to_have_text("succeeded")
     expect(panel.get_by_test_id("node-logs")).to_contain_text("slept")  # a line that came live
     expect(panel.get_by_test_id("node-outputs")).to_contain_text("2")
+    # The peaks saved when the execution ended reach its attempts table.
+    expect(panel.get_by_role("table", name="Attempts")).to_contain_text("MiB")
+    expect(page.get_by_role("status")).to_have_count(1)  # the stream badge; "Resume: ..." is stale now
     for name in ("Pause", "Resume", "Cancel"):
         expect(page.get_by_role("button", name=name, exact=True)).to_have_count(0)
 

@@ -22,6 +22,8 @@ import { canEdit, useMe } from "../session";
 
 // A node's log is read back in pages of the API's largest size, up to this many.
 const LOG_PAGES = 5;
+// After an execution finishes, the timeline is read again once things settle.
+const TIMELINE_REFRESH_MS = 1500;
 
 export function RunPage() {
   const { runId = "" } = useParams();
@@ -103,7 +105,8 @@ function RunMonitor({ runId }: { runId: string }) {
   const [loadingNode, setLoadingNode] = useState(false);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
-  const [notice, setNotice] = useState<string | null>(null);
+  // What the last control did, shown while the run is still in the state it reported.
+  const [notice, setNotice] = useState<{ text: string; state: string } | null>(null);
   const [confirmCancel, setConfirmCancel] = useState(false);
   const run = state.run;
   const finished = run ? TERMINAL_RUN_STATES.has(run.state) : false;
@@ -123,19 +126,30 @@ function RunMonitor({ runId }: { runId: string }) {
     };
   }, [pipelineId, versionNumber]);
 
-  // Executions that started before this page connected; later ones come live.
-  // Read again after each reconnect, so peaks recorded meanwhile show too.
+  // Executions that started before this page connected; later ones come live. Read
+  // again after each reconnect, and shortly after executions finish: their CPU and
+  // memory peaks are saved on the execution after its "finished" event.
+  const finishedExecutions = useMemo(
+    () => Object.values(state.executions).filter((execution) => execution.finished_at).length,
+    [state.executions],
+  );
+  const live = connection.status === "live";
   useEffect(() => {
-    if (connection.status !== "live") return;
+    if (!live) return;
     let alive = true;
-    traceApi.timeline(runId).then(
-      (executions) => alive && dispatch({ type: "timeline", executions }),
-      (exc) => alive && setError(messageOf(exc)),
+    const timer = window.setTimeout(
+      () =>
+        traceApi.timeline(runId).then(
+          (executions) => alive && dispatch({ type: "timeline", executions }),
+          (exc) => alive && setError(messageOf(exc)),
+        ),
+      finishedExecutions ? TIMELINE_REFRESH_MS : 0,
     );
     return () => {
       alive = false;
+      window.clearTimeout(timer);
     };
-  }, [runId, connection.status]);
+  }, [runId, live, finishedExecutions]);
 
   // The selected node's log and samples from before the stream's snapshot.
   useEffect(() => {
@@ -181,7 +195,7 @@ function RunMonitor({ runId }: { runId: string }) {
       try {
         const answer = await call();
         if (opensNewRun) navigate(`/app/runs/${answer.id}`);
-        else setNotice(`${what}: the run is ${answer.state}.`);
+        else setNotice({ text: `${what}: the run is ${answer.state}.`, state: answer.state });
       } catch (exc) {
         setError(`${what} failed: ${messageOf(exc)}`);
       } finally {
@@ -316,9 +330,9 @@ function RunMonitor({ runId }: { runId: string }) {
           {error}
         </p>
       ) : null}
-      {notice ? (
+      {notice && notice.state === run.state ? (
         <p className="fk-notice" role="status">
-          {notice}
+          {notice.text}
         </p>
       ) : null}
       <div className="fk-monitor-body">

@@ -4,6 +4,7 @@ and reuses what came before, and the page catches up after its connection drops.
 
 from __future__ import annotations
 
+import json
 import re
 
 from playwright.sync_api import Page, expect
@@ -209,3 +210,20 @@ def test_a_viewer_sees_the_run_but_no_controls(viewer_page: Page):
     graph_node(page, "b").click()
     expect(node_panel(page).get_by_test_id("node-outputs")).to_contain_text("8")
     expect(page.get_by_role("button", name="Rerun from this node")).to_have_count(0)
+
+
+def test_a_large_output_shows_a_preview_and_downloads_whole(editor_page: Page):
+    page = editor_page
+    big = node_code("return [], {'out': 'x' * 100_000 + 'END'}, 'big'")
+    run_id = start_run(page, create_pipeline(page, "big output", chain(["big"], {"big": big})), {"in": 0})
+    page.goto(f"/app/runs/{run_id}")
+    expect(graph_node(page, "big")).to_have_attribute("data-state", "succeeded", timeout=RUN_TIMEOUT_MS)
+    graph_node(page, "big").click()
+    outputs = node_panel(page).get_by_test_id("node-outputs")
+    expect(outputs).to_contain_text("preview of the start")
+    expect(outputs).not_to_contain_text("END")  # only the preview travels to the page
+    link = outputs.get_by_role("link", name="download the whole value")
+    with page.expect_download() as download_info:
+        link.click()
+    path = download_info.value.path()
+    assert json.loads(path.read_text()) == "x" * 100_000 + "END"

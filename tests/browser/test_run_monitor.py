@@ -63,7 +63,7 @@ def test_a_run_turns_green_and_a_node_shows_its_output_and_log(editor_page: Page
 
 def test_a_long_run_is_paused_and_resumed_and_finishes(editor_page: Page):
     page = editor_page
-    pipeline_id = create_pipeline(page, "long run", chain(["a", "b"], {"a": slow(6), "b": slow(1)}))
+    pipeline_id = create_pipeline(page, "long run", chain(["a", "b"], {"a": slow(10), "b": slow(1)}))
     run_id = start_run(page, pipeline_id, {"in": 1})
     page.goto(f"/app/runs/{run_id}")
     expect(graph_node(page, "a")).to_have_attribute("data-state", "running", timeout=60_000)

@@ -6,6 +6,7 @@ import { memo, useEffect, useRef } from "react";
 import { nodeValueUrl } from "../api";
 import { formatBytes, formatPercent, LineChart, type Point } from "./LineChart";
 import {
+  MAX_LOG_LINES,
   displayState,
   type Execution,
   type LogLine,
@@ -86,15 +87,20 @@ function Logs({ lines, loading }: { lines: readonly LogLine[] | undefined; loadi
   }, [count]);
   if (!count) return <p className="fk-muted">{loading ? "Loading the log…" : "No log lines."}</p>;
   return (
-    <pre ref={box} className="fk-log" data-testid="node-logs" tabIndex={0} aria-label="Log lines">
-      {lines?.map((line) => (
-        <span key={line.seq} className={line.dropped ? "fk-log-dropped" : `fk-log-${line.level}`}>
-          {line.attempt > 1 ? `[#${line.attempt}] ` : ""}
-          {line.message}
-          {"\n"}
-        </span>
-      ))}
-    </pre>
+    <>
+      {count >= MAX_LOG_LINES ? (
+        <p className="fk-muted">The page keeps the last {MAX_LOG_LINES} lines; the API has them all.</p>
+      ) : null}
+      <pre ref={box} className="fk-log" data-testid="node-logs" tabIndex={0} aria-label="Log lines">
+        {lines?.map((line) => (
+          <span key={line.seq} className={line.dropped ? "fk-log-dropped" : `fk-log-${line.level}`}>
+            {line.attempt > 1 ? `[#${line.attempt}] ` : ""}
+            {line.message}
+            {"\n"}
+          </span>
+        ))}
+      </pre>
+    </>
   );
 }
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   displayState,
+  nodeMatches,
   freshEvents,
   initialMonitorState,
   MAX_LOG_LINES,
@@ -257,5 +258,14 @@ describe("monitorReducer", () => {
       events: [{ ...event(5, "retry", "a", { target: "queued" }), attempt: 2 }],
     });
     expect(state.nodes.a).toMatchObject({ state: "queued", attempt: 2, error: null });
+  });
+});
+
+describe("nodeMatches", () => {
+  it("matches every word against the id, label and state", () => {
+    expect(nodeMatches("", "n1", "Fetch", "running")).toBe(true);
+    expect(nodeMatches("fetch RUN", "n1", "Fetch", "running")).toBe(true);
+    expect(nodeMatches("fetch failed", "n1", "Fetch", "running")).toBe(false);
+    expect(nodeMatches("n12_7", "n12_7", "Step 12.7", "succeeded")).toBe(true);
   });
 });

@@ -436,3 +436,12 @@ export function displayState(node: NodeView | undefined): string {
   if (!node) return "pending";
   return node.reused && node.state === "succeeded" ? "reused" : node.state;
 }
+
+/** The node list's filter: words that must all appear in a node's id, label or
+ * shown state ("failed", "reused"), in any case. */
+export function nodeMatches(filter: string, nodeId: string, label: string, state: string): boolean {
+  const words = filter.toLowerCase().split(/\s+/).filter(Boolean);
+  if (!words.length) return true;
+  const text = `${nodeId} ${label} ${state}`.toLowerCase();
+  return words.every((word) => text.includes(word));
+}

@@ -12,6 +12,7 @@ import {
   displayState,
   initialMonitorState,
   monitorReducer,
+  nodeMatches,
   TERMINAL_RUN_STATES,
   timelineOf,
   type NodeView,
@@ -210,10 +211,14 @@ function RunMonitor({ runId }: { runId: string }) {
     for (const node of layout?.nodes ?? []) byId.set(node.id, node.label);
     return byId;
   }, [layout]);
-  const nodeIds = useMemo(
-    () => (layout ? layout.nodes.map((node) => node.id) : Object.keys(state.nodes).sort()),
-    [layout, state.nodes],
-  );
+  const [filter, setFilter] = useState("");
+  const nodeIds = useMemo(() => {
+    const all = layout ? layout.nodes.map((node) => node.id) : Object.keys(state.nodes).sort();
+    if (!filter.trim()) return all;
+    return all.filter((nodeId) =>
+      nodeMatches(filter, nodeId, labels.get(nodeId) ?? nodeId, displayState(state.nodes[nodeId])),
+    );
+  }, [layout, state.nodes, labels, filter]);
   const timeline = useMemo(() => timelineOf(state.executions), [state.executions]);
   const attempts = useMemo(
     () =>
@@ -346,6 +351,15 @@ function RunMonitor({ runId }: { runId: string }) {
           </div>
           <div className="fk-monitor-bottom">
             <div className="fk-monitor-nodes">
+              <label className="fk-inline fk-node-filter">
+                Find nodes
+                <input
+                  type="search"
+                  value={filter}
+                  onChange={(event) => setFilter(event.target.value)}
+                  placeholder="id, label or state"
+                />
+              </label>
               <table className="fk-table fk-compact" aria-label="Nodes">
                 <thead>
                   <tr>
@@ -356,6 +370,13 @@ function RunMonitor({ runId }: { runId: string }) {
                   </tr>
                 </thead>
                 <tbody>
+                  {!nodeIds.length && filter ? (
+                    <tr>
+                      <td colSpan={4} className="fk-muted">
+                        No node matches “{filter}”.
+                      </td>
+                    </tr>
+                  ) : null}
                   {nodeIds.map((nodeId) => (
                     <NodeRow
                       key={nodeId}

@@ -6,6 +6,7 @@ import {
   Background,
   Controls,
   Handle,
+  MarkerType,
   MiniMap,
   Position,
   ReactFlow,
@@ -46,6 +47,9 @@ const NODE_HEIGHT = 48;
 const MonitorNode = memo(MonitorNodeView);
 const NODE_TYPES = { monitor: MonitorNode };
 
+// One marker object for every edge: xyflow draws a marker definition per distinct value.
+const ARROW = { type: MarkerType.ArrowClosed, width: 16, height: 16 };
+
 interface Layout {
   nodes: { id: string; label: string; position: { x: number; y: number } }[];
   edges: Edge[];
@@ -64,6 +68,7 @@ export function layoutOf(document: PipelineDocument): Layout {
       source: edge.source,
       target: edge.target,
       focusable: false,
+      markerEnd: ARROW,
     })),
   };
 }
@@ -75,7 +80,9 @@ interface Props {
   onSelect: (nodeId: string | null) => void;
 }
 
-export function RunGraph({ layout, states, selected, onSelect }: Props) {
+// Memoized: the page re-renders every second for the timeline's clock, the graph
+// only when a node's state, the selection or the layout changes.
+export const RunGraph = memo(function RunGraph({ layout, states, selected, onSelect }: Props) {
   const cache = useRef(new Map<string, MonitorFlowNode>());
   const nodes = useMemo(() => {
     const next = new Map<string, MonitorFlowNode>();
@@ -139,4 +146,4 @@ export function RunGraph({ layout, states, selected, onSelect }: Props) {
       />
     </ReactFlow>
   );
-}
+});

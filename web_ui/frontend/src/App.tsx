@@ -5,7 +5,10 @@ import { createBrowserRouter, Link, NavLink, Outlet, RouterProvider } from "reac
 import { api, csrfToken, messageOf, type Me } from "./api";
 import { EditorPage } from "./pages/EditorPage";
 import { PipelinesPage } from "./pages/PipelinesPage";
+import { ResourcesPage } from "./pages/ResourcesPage";
 import { RunPage } from "./pages/RunPage";
+import { RunsPage } from "./pages/RunsPage";
+import { SecretAuditPage, SecretsPage } from "./pages/SecretsPage";
 import { MeContext } from "./session";
 
 function Frame() {
@@ -24,7 +27,9 @@ function Frame() {
           <NavLink to="/app/" end>
             Pipelines
           </NavLink>
-          <a href="/vault/">Secrets</a>
+          <NavLink to="/app/runs">Runs</NavLink>
+          <NavLink to="/app/resources">Resources</NavLink>
+          <NavLink to="/app/secrets">Secrets</NavLink>
           <a href="/api/docs">API</a>
         </nav>
         {me ? (
@@ -74,6 +79,10 @@ const router = createBrowserRouter([
       { index: true, element: <PipelinesPage /> },
       { path: "pipelines/:pipelineId", element: <EditorPage /> },
       { path: "runs/:runId", element: <RunPage /> },
+      { path: "runs", element: <RunsPage /> },
+      { path: "resources", element: <ResourcesPage /> },
+      { path: "secrets", element: <SecretsPage /> },
+      { path: "secrets/audit", element: <SecretAuditPage /> },
       { path: "*", element: <NotFound /> },
     ],
   },

@@ -170,3 +170,106 @@ export function messageOf(error: unknown): string {
   if (error instanceof Error) return error.message;
   return String(error);
 }
+
+// ---- The run monitor, runs history, resource monitor and vault pages ----
+
+export interface RunSummary extends Run {
+  source_run_id: string | null;
+  rerun_from: string;
+}
+
+export interface EventPage {
+  events: import("./monitor/runState").TraceEvent[];
+  last_seq: number;
+  more: boolean;
+}
+
+export interface NodeFigures {
+  node_id: string;
+  executions: number;
+  failures: number;
+  p50_s: number | null;
+  p95_s: number | null;
+  total_s: number | null;
+}
+
+export interface PipelineFigures {
+  pipeline_id: string;
+  runs: number;
+  runs_by_state: Record<string, number>;
+  success_rate: number | null;
+  run_duration_p50_s: number | null;
+  run_duration_p95_s: number | null;
+  nodes: NodeFigures[];
+  slowest_nodes: string[];
+}
+
+export interface SecretSummary {
+  name: string;
+  description: string;
+  created_at: string;
+  updated_at: string;
+  last_used_at: string | null;
+}
+
+export interface SecretAuditEvent {
+  at: string;
+  action: string;
+  actor_name: string;
+  names: string[];
+  run_id: string;
+  node_id: string;
+  detail: string;
+}
+
+export interface RunFilterParams {
+  pipeline?: string;
+  state?: string;
+  since?: string;
+  until?: string;
+  limit?: number;
+}
+
+function queryOf(params: Record<string, string | number | string[] | undefined>): string {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value === undefined || value === "") continue;
+    for (const item of Array.isArray(value) ? value : [value]) search.append(key, String(item));
+  }
+  const text = search.toString();
+  return text ? `?${text}` : "";
+}
+
+export const traceApi = {
+  listRuns: (filters: RunFilterParams) => request<RunSummary[]>("GET", `/runs${queryOf({ ...filters })}`),
+  pauseRun: (id: string) => request<RunSummary>("POST", `/runs/${q(id)}/pause`),
+  resumeRun: (id: string) => request<RunSummary>("POST", `/runs/${q(id)}/resume`),
+  cancelRun: (id: string) => request<RunSummary>("POST", `/runs/${q(id)}/cancel`),
+  restartRun: (id: string) => request<RunSummary>("POST", `/runs/${q(id)}/restart`),
+  rerunFrom: (id: string, nodeId: string) =>
+    request<RunSummary>("POST", `/runs/${q(id)}/rerun`, { node_id: nodeId }),
+  events: (id: string, params: { after?: number; kind?: string[]; node?: string; limit?: number }) =>
+    request<EventPage>("GET", `/runs/${q(id)}/events${queryOf(params)}`),
+  timeline: (id: string) =>
+    request<import("./monitor/runState").Execution[]>("GET", `/runs/${q(id)}/timeline`),
+  nodeResources: (id: string, nodeId: string) =>
+    request<import("./monitor/runState").Sample[]>("GET", `/runs/${q(id)}/nodes/${q(nodeId)}/resources`),
+  version: (pipelineId: string, number: number) =>
+    request<{ number: number; created_at: string; document: PipelineDocument }>(
+      "GET",
+      `/pipelines/${q(pipelineId)}/versions/${number}`,
+    ),
+  figures: (pipelineId: string) => request<PipelineFigures>("GET", `/pipelines/${q(pipelineId)}/figures`),
+  listSecrets: () => request<SecretSummary[]>("GET", "/secrets"),
+  createSecret: (name: string, value: string, description: string) =>
+    request<SecretSummary>("POST", "/secrets", { name, value, description }),
+  replaceSecret: (name: string, value: string) =>
+    request<SecretSummary>("PUT", `/secrets/${q(name)}`, { value }),
+  deleteSecret: (name: string) => request<void>("DELETE", `/secrets/${q(name)}`),
+  secretAudit: () => request<SecretAuditEvent[]>("GET", "/secrets/audit"),
+};
+
+/** Where a node's whole input or output value is downloaded (previews are capped). */
+export function nodeValueUrl(runId: string, nodeId: string, direction: "inputs" | "outputs", port: string) {
+  return `/api/runs/${q(runId)}/nodes/${q(nodeId)}/${direction}/${q(port)}`;
+}

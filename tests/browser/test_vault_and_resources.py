@@ -1,0 +1,155 @@
+"""The secret vault page and its audit log, a secret used by a node and masked on the
+monitor, the runs history with its filters and figures, and the resource monitor."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import log_in, make_user
+from tests.browser.runs import chain, create_pipeline, graph_node, node_code, node_panel, start_run
+from tests.integration.conftest import wait_for_run
+
+SECRET_VALUE = "tk-4f9Q'quoted\"-value"
+USES_SECRET = node_code(
+    "token = '''<<<secret::API_TOKEN>>>'''\n"
+    "print('using', token)\n"
+    "return [], {'out': token, 'length': len(token)}, 'used the token'"
+)
+
+
+def test_a_secret_stored_in_the_vault_is_masked_in_the_nodes_output(editor_page: Page):
+    page = editor_page
+    page.get_by_role("link", name="Secrets").click()
+    expect(page).to_have_url(re.compile(r"/app/secrets$"))
+    expect(page.get_by_text("No secrets yet.")).to_be_visible()
+    form = page.get_by_role("form", name="Add a secret")
+    form.get_by_label("Name").fill("API_TOKEN")
+    form.get_by_label("Description").fill("the test service")
+    form.get_by_label("Value").fill(SECRET_VALUE)
+    form.get_by_role("button", name="Add secret").click()
+    expect(page.get_by_role("status")).to_contain_text("Secret API_TOKEN saved.")
+    expect(page.locator('tr[data-secret="API_TOKEN"]')).to_contain_text("the test service")
+    expect(form.get_by_label("Value")).to_have_value("")  # write-only: gone once sent
+    expect(page.locator("body")).not_to_contain_text("4f9Q")
+
+    document = chain(["secretive"], {"secretive": USES_SECRET})
+    document["nodes"][0]["outputs"] = ["out", "length"]
+    run_id = start_run(page, create_pipeline(page, "uses a secret", document), {"in": 0})
+    page.goto(f"/app/runs/{run_id}")
+    expect(graph_node(page, "secretive")).to_have_attribute("data-state", "succeeded", timeout=120_000)
+    graph_node(page, "secretive").click()
+    outputs = node_panel(page).get_by_test_id("node-outputs")
+    expect(outputs).to_contain_text('"***"')
+    expect(outputs).to_contain_text(str(len(SECRET_VALUE)))  # the node saw the real value
+    expect(node_panel(page).get_by_test_id("node-logs")).to_contain_text("using ***")
+    expect(page.locator("body")).not_to_contain_text("4f9Q")
+
+    # Replace and delete from the vault page.
+    page.goto("/app/secrets")
+    row = page.locator('tr[data-secret="API_TOKEN"]')
+    expect(row).to_contain_text(re.compile(r"\d"))  # last used: a date now, not "never"
+    row.get_by_role("button", name="Replace value").click()
+    row.get_by_label("New value of API_TOKEN").fill("a brand new value")
+    row.get_by_role("button", name="Save value").click()
+    expect(page.get_by_role("status")).to_have_text("The value of API_TOKEN was replaced.")
+    row.get_by_role("button", name="Delete", exact=True).click()
+    row.get_by_role("button", name="Delete API_TOKEN").click()
+    expect(page.get_by_role("status")).to_have_text("Secret API_TOKEN deleted.")
+    expect(page.get_by_text("No secrets yet.")).to_be_visible()
+
+
+def test_an_admin_reads_the_audit_log_and_a_viewer_cannot_edit_secrets(page: Page):
+    make_user("ada", "admin")
+    log_in(page, "ada", "/app/secrets")
+    form = page.get_by_role("form", name="Add a secret")
+    form.get_by_label("Name").fill("DB_PASSWORD")
+    form.get_by_label("Value").fill("correct horse battery")
+    form.get_by_role("button", name="Add secret").click()
+    expect(page.locator('tr[data-secret="DB_PASSWORD"]')).to_be_visible()
+    page.get_by_role("link", name="Audit log").click()
+    expect(page).to_have_url(re.compile(r"/app/secrets/audit$"))
+    log = page.get_by_role("table", name="Audit log")
+    expect(log.locator("tbody tr").first).to_contain_text("create")
+    expect(log.locator("tbody tr").first).to_contain_text("DB_PASSWORD")
+    expect(log).to_contain_text("ada")
+    page.get_by_role("button", name="Log out").click()
+
+    make_user("vic", "viewer")
+    log_in(page, "vic", "/app/secrets")
+    expect(page.locator('tr[data-secret="DB_PASSWORD"]')).to_be_visible()
+    expect(page.get_by_role("form", name="Add a secret")).to_have_count(0)
+    for name in ("Replace value", "Delete"):
+        expect(page.get_by_role("button", name=name)).to_have_count(0)
+    expect(page.get_by_text("Your role (viewer) can see secret names only.")).to_be_visible()
+    page.goto("/app/secrets/audit")
+    expect(page.get_by_role("alert")).to_contain_text("The audit log is for admins.")
+
+
+def test_the_runs_history_filters_by_pipeline_and_state_and_shows_figures(editor_page: Page):
+    page = editor_page
+    good = create_pipeline(page, "good pipeline", chain(["a", "b"]))
+    bad = create_pipeline(page, "bad pipeline", chain(["x"], {"x": node_code("raise ValueError('no good')")}))
+    from control_unit.models import Run
+
+    runs = [
+        start_run(page, good, {"in": 1}),
+        start_run(page, good, {"in": 2}),
+        start_run(page, bad, {"in": 3}),
+    ]
+    for run_id in runs:
+        wait_for_run(Run.objects.get(id=run_id))
+
+    page.get_by_role("link", name="Runs").click()
+    table = page.get_by_role("table", name="Runs")
+    expect(table.locator("tbody tr")).to_have_count(3)
+    page.get_by_label("Pipeline").select_option(label="good pipeline")
+    expect(page).to_have_url(re.compile(f"pipeline={good}"))
+    expect(table.locator("tbody tr")).to_have_count(2)
+    expect(page.get_by_test_id("figure-success-rate")).to_have_text("100 %")
+    expect(page.get_by_role("table", name="Node durations").locator("tbody tr")).to_have_count(2)
+
+    page.goto("/app/runs?state=failed")  # the filters are in the URL
+    expect(page.get_by_label("State")).to_have_value("failed")
+    expect(table.locator("tbody tr")).to_have_count(1)
+    expect(table).to_contain_text("bad pipeline")
+    page.get_by_label("From").fill("2001-01-01")
+    page.get_by_label("To").fill("2001-01-02")
+    page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"since=2001-01-01"))
+    expect(page.get_by_text("No runs match these filters.")).to_be_visible()
+    page.get_by_role("link", name="Clear filters").click()
+    expect(table.locator("tbody tr")).to_have_count(3)
+    table.get_by_role("link").first.click()
+    expect(page).to_have_url(re.compile(r"/app/runs/[0-9a-f-]+$"))
+    expect(page.get_by_test_id("run-state")).to_be_visible()
+
+
+def test_the_resource_monitor_lists_the_worker_and_its_npus(editor_page: Page, celery_worker):
+    page = editor_page
+    page.get_by_role("link", name="Resources").click()
+    expect(page).to_have_url(re.compile(r"/app/resources$"))
+    expect(page.get_by_test_id("connection")).to_have_text("live")
+    card = page.locator(f'[data-worker="{celery_worker.name}"]')
+    expect(card).to_be_visible()
+    expect(card.get_by_role("heading", level=2)).to_contain_text("online")
+    expect(card.get_by_role("meter", name="Host CPU")).to_be_visible()
+    expect(card.get_by_role("meter", name="Host memory")).to_have_attribute(
+        "aria-valuetext", re.compile(" of ")
+    )
+
+    busy = node_code(
+        "end = time.time() + 20\nwhile time.time() < end:\n    pass\nreturn [], {'out': 1}, 'burnt'"
+    )
+    start_run(page, create_pipeline(page, "burner", chain(["burn"], {"burn": busy})), {"in": 0})
+    npu_row = card.locator("tr[data-npu]", has_text="burn")
+    expect(npu_row).to_be_visible(timeout=60_000)
+    expect(npu_row.locator("td").nth(3)).to_contain_text("%", timeout=30_000)  # a live CPU sample
+
+    # From the NPU to its run's monitor, where the node's CPU chart fills live.
+    npu_row.get_by_role("link").click()
+    expect(page).to_have_url(re.compile(r"/app/runs/[0-9a-f-]+$"))
+    page.locator('.react-flow__node[data-id="burn"]').click()
+    expect(node_panel(page).get_by_role("img", name=re.compile(r"^CPU over"))).to_be_visible(timeout=30_000)
+    expect(node_panel(page).get_by_role("img", name=re.compile(r"^Memory"))).to_be_visible()

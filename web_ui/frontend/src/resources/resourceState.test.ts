@@ -1,0 +1,79 @@
+import { describe, expect, it } from "vitest";
+import { initialResourceState, npuKey, resourceReducer, sortedWorkers, type Worker } from "./resourceState";
+
+function worker(name: string, state = "online", npus: Worker["npus"] = []): Worker {
+  return {
+    name,
+    host: "h",
+    pid: 1,
+    state,
+    concurrency: 2,
+    cpu_percent: 10,
+    cpu_count: 4,
+    memory_used_bytes: 1,
+    memory_total_bytes: 2,
+    npus,
+    started_at: "2026-11-22T22:00:00Z",
+    last_seen: "2026-11-22T22:00:00Z",
+  };
+}
+
+const sample = (at: string, cpu: number) => ({
+  run_id: "r",
+  node_id: "n",
+  attempt: 1,
+  at,
+  cpu_percent: cpu,
+  memory_bytes: 100,
+  memory_limit_bytes: 1000,
+  net_rx_bytes: 5,
+  net_tx_bytes: 6,
+  pids: 2,
+});
+
+describe("resourceReducer", () => {
+  const npu = { container_id: "c1", state: "running", run_id: "r", node_id: "n", attempt: 1 };
+  const started = resourceReducer(initialResourceState, {
+    type: "snapshot",
+    heartbeat_s: 2,
+    workers: [worker("w1", "online", [npu]), worker("w0", "stopped")],
+    samples: [sample("2026-11-22T22:00:01Z", 50)],
+  });
+
+  it("starts from the snapshot", () => {
+    expect(sortedWorkers(started).map((w) => w.name)).toEqual(["w1", "w0"]);
+    expect(started.latest[npuKey("r", "n", 1)].cpu_percent).toBe(50);
+  });
+
+  it("keeps the newest sample of each NPU", () => {
+    let state = resourceReducer(started, { type: "samples", samples: [sample("2026-11-22T22:00:03Z", 90)] });
+    state = resourceReducer(state, { type: "samples", samples: [sample("2026-11-22T22:00:02Z", 70)] });
+    expect(state.latest[npuKey("r", "n", 1)].cpu_percent).toBe(90);
+  });
+
+  it("replaces a worker on its heartbeat and keeps samples that came before the heartbeat listing their NPU", () => {
+    const early = resourceReducer(
+      resourceReducer(initialResourceState, {
+        type: "snapshot",
+        heartbeat_s: 2,
+        workers: [worker("w1")],
+        samples: [],
+      }),
+      { type: "samples", samples: [sample("2026-11-22T22:00:01Z", 40)] },
+    );
+    const state = resourceReducer(early, {
+      type: "worker",
+      worker: { ...worker("w1", "online", [npu]), last_seen: "2026-11-22T22:00:02Z" },
+    });
+    expect(state.workers.w1.npus).toEqual([npu]);
+    expect(state.latest[npuKey("r", "n", 1)].cpu_percent).toBe(40);
+  });
+
+  it("forgets NPUs that sent nothing for minutes", () => {
+    const state = resourceReducer(started, {
+      type: "worker",
+      worker: { ...worker("w1", "online", []), last_seen: "2026-11-22T23:00:00Z" },
+    });
+    expect(state.latest).toEqual({});
+  });
+});

@@ -1,0 +1,93 @@
+// What the resource monitor knows: workers (from heartbeats) and the latest sample
+// of each NPU, applied frame by frame from /ws/monitor/. Pure, so it is unit-tested.
+
+import type { Sample } from "../monitor/runState";
+
+export interface Npu {
+  container_id: string;
+  state: string;
+  run_id?: string | null;
+  node_id?: string | null;
+  attempt?: number | null;
+}
+
+export interface Worker {
+  name: string;
+  host: string;
+  pid: number;
+  state: string; // online | silent | stopped
+  concurrency: number;
+  cpu_percent: number | null;
+  cpu_count: number | null;
+  memory_used_bytes: number | null;
+  memory_total_bytes: number | null;
+  npus: Npu[];
+  started_at: string;
+  last_seen: string;
+}
+
+export type MonitorFrame =
+  | { type: "snapshot"; heartbeat_s: number; workers: Worker[]; samples: Sample[] }
+  | { type: "worker"; worker: Worker }
+  | { type: "samples"; samples: Sample[] };
+
+export interface ResourceState {
+  heartbeatS: number;
+  workers: Record<string, Worker>;
+  /** The latest sample per NPU execution, keyed by npuKey. */
+  latest: Record<string, Sample>;
+}
+
+export const initialResourceState: ResourceState = { heartbeatS: 2, workers: {}, latest: {} };
+
+export function npuKey(
+  runId: string | null | undefined,
+  nodeId: string | null | undefined,
+  attempt: number | null | undefined,
+) {
+  return `${runId ?? ""}/${nodeId ?? ""}#${attempt ?? 0}`;
+}
+
+function withSamples(latest: Record<string, Sample>, samples: readonly Sample[]): Record<string, Sample> {
+  const next = { ...latest };
+  for (const sample of samples) {
+    const key = npuKey(sample.run_id, sample.node_id, sample.attempt);
+    const known = next[key];
+    // Samples of one NPU may arrive out of order across batches: keep the newest.
+    if (!known || Date.parse(known.at) <= Date.parse(sample.at)) next[key] = sample;
+  }
+  return next;
+}
+
+/** Forgets NPUs that sent nothing for a while, so the map stays small. By age and
+ * not by the workers' NPU lists: an NPU's first samples can come before the first
+ * heartbeat that lists it. */
+export const SAMPLE_TTL_MS = 5 * 60 * 1000;
+
+function pruned(latest: Record<string, Sample>, now: number): Record<string, Sample> {
+  return Object.fromEntries(
+    Object.entries(latest).filter(([, sample]) => now - Date.parse(sample.at) < SAMPLE_TTL_MS),
+  );
+}
+
+export function resourceReducer(state: ResourceState, frame: MonitorFrame): ResourceState {
+  switch (frame.type) {
+    case "snapshot": {
+      const workers = Object.fromEntries(frame.workers.map((worker) => [worker.name, worker]));
+      return { heartbeatS: frame.heartbeat_s, workers, latest: withSamples({}, frame.samples) };
+    }
+    case "worker": {
+      const workers = { ...state.workers, [frame.worker.name]: frame.worker };
+      return { ...state, workers, latest: pruned(state.latest, Date.parse(frame.worker.last_seen)) };
+    }
+    case "samples":
+      return { ...state, latest: withSamples(state.latest, frame.samples) };
+  }
+}
+
+export function sortedWorkers(state: ResourceState): Worker[] {
+  const rank: Record<string, number> = { online: 0, silent: 1, stopped: 2 };
+  return Object.values(state.workers).sort(
+    (a, b) => (rank[a.state] ?? 3) - (rank[b.state] ?? 3) || a.name.localeCompare(b.name),
+  );
+}

@@ -1,4 +1,4 @@
-.PHONY: up down test lint
+.PHONY: up down test bench lint
 
 # Bring up the whole system on this machine: Python env, PostgreSQL, Redis, Docker
 # engine, NPU image, migrations, worker, web, first admin account.
@@ -11,6 +11,10 @@ down:
 # The full test suite.
 test:
 	bash deploy/bootstrap/test.sh $(ARGS)
+
+# The benchmarks (tests/benchmarks/): figures against a baseline, into docs/PERFORMANCE.md.
+bench:
+	bash deploy/bootstrap/bench.sh $(ARGS)
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/mypy .

@@ -25,10 +25,10 @@ say "front end: prettier, tsc, vitest"
 (cd "$REPO/web_ui/frontend" && npm run lint --silent && npm test --silent)
 say "pytest"
 # pytest exits 5 when it collected no test: set -e makes that a failure, as it must be.
-"$VENV/bin/python" -m pytest -n "${FLOWKIT_TEST_PROCESSES:-2}" --dist loadfile -m "not exclusive" "$@"
+"$VENV/bin/python" -m pytest -n "${FLOWKIT_TEST_PROCESSES:-2}" --dist loadfile -m "not exclusive and not benchmark" "$@"
 say "pytest: tests that run alone"
 # Without arguments these must exist (exit 5 fails); a selection given as arguments
 # (-k, a path) may leave none of them, which is fine.
 status=0
-"$VENV/bin/python" -m pytest -m exclusive "$@" || status=$?
+"$VENV/bin/python" -m pytest -m "exclusive and not benchmark" "$@" || status=$?
 if [ "$status" -ne 0 ] && ! { [ "$status" -eq 5 ] && [ "$#" -gt 0 ]; }; then exit "$status"; fi

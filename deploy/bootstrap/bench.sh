@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make bench`: the benchmarks in tests/benchmarks/, on the real services and a real
+# browser, one at a time (no parallel tests taking CPU from them); they print their
+# figures beside a baseline measured in the same run and rewrite their sections of
+# docs/PERFORMANCE.md.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+ensure_python_env dev
+ensure_frontend
+ensure_chromium
+ensure_postgres
+ensure_redis
+ensure_docker
+cd "$REPO"
+export DJANGO_SETTINGS_MODULE=tests.settings PYTHONPATH=$REPO
+ensure_npu_image
+ensure_npu_egress_policy
+
+"$VENV/bin/python" -m pytest -p no:xdist -m benchmark -s tests/benchmarks "$@"

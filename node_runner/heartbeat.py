@@ -26,11 +26,13 @@ import psutil
 from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections
+from django.utils import timezone
 
 from control_unit.run_actions import do_fail_stranded_attempts, do_redispatch_overdue
 from node_runner.container_spec import ROLE_LABEL, ROLE_NPU
 from node_runner.docker_engine import engine
 from node_runner.reaper import reap_exited, reap_worker_containers
+from trace_monitor.models import WorkerStatus
 from trace_monitor.resource_monitor import HostLoad, mark_lost_workers, record_heartbeat
 
 log = logging.getLogger(__name__)
@@ -76,8 +78,32 @@ def recover_lost_workers() -> None:
         log.warning("worker %s lost: failed %d attempts, removed %d NPUs", name, len(failed), len(removed))
 
 
+def another_life_is_running(name: str) -> str | None:
+    """Why a worker of this name other than this process may still be alive (two
+    workers given the same name), or None when its previous life is surely over."""
+    previous = WorkerStatus.objects.filter(name=name).values("host", "pid", "state", "last_seen").first()
+    if previous is None or previous["state"] != "online" or previous["pid"] == os.getpid():
+        return None
+    if previous["host"] == socket.gethostname():
+        if psutil.pid_exists(previous["pid"]):
+            return f"process {previous['pid']} on this host is running as {name}"
+        return None
+    silent_s = (timezone.now() - previous["last_seen"]).total_seconds()
+    if silent_s < settings.FLOWKIT_WORKER_LOST_AFTER_S:
+        # Another host: it cannot be asked. If it is gone, the lost-worker path
+        # (recover_lost_workers) recovers its work shortly.
+        return f"a worker on {previous['host']} sent a heartbeat as {name} {silent_s:.0f} s ago"
+    return None
+
+
 def recover_previous_life(name: str, started: float) -> None:
-    """What a worker of the same name left behind before this process started."""
+    """What a worker of the same name left behind before this process started, unless
+    that worker is still running (two workers were given one name)."""
+    duplicate = another_life_is_running(name)
+    if duplicate is not None:
+        log.error("worker name %s is not unique (%s): not recovering its work; give each worker its own name",
+                  name, duplicate)  # fmt: skip
+        return
     failed = do_fail_stranded_attempts(
         name,
         f"worker {name} restarted while running this node",
@@ -123,10 +149,11 @@ class Heartbeat:
         while not self._stopped.is_set():
             try:
                 close_old_connections()
-                self.beat()
                 if not recovered:
+                    # Before this process's first beat overwrites what the last life left.
                     recover_previous_life(self.name, self.started)
                     recovered = True
+                self.beat()
                 recover_lost_workers()
                 reap_exited(self.name)
                 do_redispatch_overdue(settings.FLOWKIT_REDISPATCH_AFTER_S)

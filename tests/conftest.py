@@ -1,7 +1,12 @@
-"""Settings shared by every test directory."""
+"""Settings and fixtures shared by every test directory."""
 
 import os
+import socket
+import uuid
+from collections.abc import Iterator
 
+import pytest
+from django.conf import settings as django_settings
 from hypothesis import settings
 
 # CI runs every property-based suite (Hypothesis, Schemathesis) with its fixed budget
@@ -10,3 +15,16 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The real Celery worker of this pytest process, on its own queue and test database.
+    Defined here, once, so that every test directory shares the one worker: two
+    workers of one name would take each other for restarts."""
+    from tests.integration.conftest import start_worker, stop_worker
+
+    name = f"{django_settings.FLOWKIT_CELERY_QUEUE}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    worker = start_worker(name, tmp_path_factory.mktemp("worker") / "worker.log")
+    yield worker
+    stop_worker(worker)

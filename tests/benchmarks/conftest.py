@@ -4,7 +4,6 @@ of `make test`."""
 import pytest
 
 from tests.browser.conftest import browser, editor_page, page, web_server  # noqa: F401 - fixtures
-from tests.integration.conftest import celery_worker  # noqa: F401 - a fixture
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

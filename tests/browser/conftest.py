@@ -21,7 +21,6 @@ from django.contrib.auth.models import Group, User
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.integration.conftest import REPO, server_environment
-from tests.integration.conftest import celery_worker as celery_worker  # the same real worker fixture
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"

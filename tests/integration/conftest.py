@@ -103,14 +103,6 @@ def stop_worker(worker: WorkerProcess) -> None:
         worker.process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    name = f"{settings.FLOWKIT_CELERY_QUEUE}@{socket.gethostname()}"
-    worker = start_worker(name, tmp_path_factory.mktemp("worker") / "worker.log")
-    yield worker
-    stop_worker(worker)
-
-
 class WebServer:
     """A real Daphne process serving FlowKit on the test database; restartable on
     the same port, as a deployment restarts its web process."""

@@ -27,7 +27,6 @@ from django.conf import settings
 from control_unit.models import NodeTestRun
 from tests.integration.conftest import (  # noqa: F401 - fixtures shared with the integration tests
     WorkerProcess,
-    celery_worker,
     docker_engine,
     node_code,
     nodes_of,

@@ -227,3 +227,18 @@ ensure_npu_egress_policy() {
 # The bridge interface name FlowKit gives the NPU network (node_runner/npu_execution.py
 # npu_bridge_name): fixed, so the egress policy matches a network created later.
 npu_bridge_name() { printf 'fk-%s' "$1" | cut -c1-15; }
+
+# Everything `make test` and `make bench` run against: the dev environment, the built
+# front end, Chromium, the services, the NPU image and its egress policy.
+ensure_test_stack() {
+  ensure_python_env dev
+  ensure_frontend
+  ensure_chromium
+  ensure_postgres
+  ensure_redis
+  ensure_docker
+  cd "$REPO"
+  export DJANGO_SETTINGS_MODULE=tests.settings PYTHONPATH=$REPO
+  ensure_npu_image
+  ensure_npu_egress_policy
+}

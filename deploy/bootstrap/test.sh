@@ -6,16 +6,8 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-ensure_python_env dev
-ensure_frontend
-ensure_chromium
-ensure_postgres
-ensure_redis
-ensure_docker
+ensure_test_stack
 cd "$REPO"
-export DJANGO_SETTINGS_MODULE=tests.settings PYTHONPATH=$REPO
-ensure_npu_image
-ensure_npu_egress_policy
 
 say "ruff"
 "$VENV/bin/ruff" check .

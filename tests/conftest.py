@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.management.base import CommandError
+from django.db import OperationalError
+from django.test import TransactionTestCase
 from hypothesis import settings
 
 # CI runs every property-based suite (Hypothesis, Schemathesis) with its fixed budget
@@ -15,6 +18,27 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+FLUSH_ATTEMPTS = 5
+
+
+def _flush_retrying_deadlocks(self: TransactionTestCase) -> None:
+    """Django's flush after a transactional test, tried again when PostgreSQL chose it
+    as a deadlock's victim. The live worker (and web process) of the integration and
+    browser tests keep writing while a test ends (a node finishing, a heartbeat), and
+    TRUNCATE of every table can deadlock with such a write; PostgreSQL's advice for a
+    deadlock is to retry the transaction, and the retry finds the writer done."""
+    for attempt in range(1, FLUSH_ATTEMPTS + 1):
+        try:
+            return _django_fixture_teardown(self)
+        except CommandError as exc:
+            if attempt == FLUSH_ATTEMPTS or not isinstance(exc.__cause__, OperationalError):
+                raise
+
+
+_django_fixture_teardown = TransactionTestCase._fixture_teardown
+TransactionTestCase._fixture_teardown = _flush_retrying_deadlocks  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="session")

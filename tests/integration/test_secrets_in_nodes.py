@@ -169,7 +169,7 @@ def test_an_unknown_reference_fails_the_node_before_any_container_starts(celery_
     until = int(time.time()) + 1
     created = list(docker_engine.events(since=since, until=until, decode=True, filters=filters))
     assert created == []
-    assert not NodeExecution.objects.filter(run=run).exists()
+    assert NodeExecution.objects.get(run=run).container_id == ""
 
 
 def test_resolution_is_audited_with_names_run_and_node_but_no_value(celery_worker, admin):

@@ -218,10 +218,12 @@ def _drive(
     clock = _Clock(limits.timeout_s)
     stopped = False
     try:
+        # The job first: the node's code starts while the runner does its bookkeeping
+        # (the trace's writes, the stats stream). Nothing is read before started().
+        _send_job(npu.sock, job.encode(limits), clock)
         sampler.start()
         observer.started(container.id, settings.FLOWKIT_NPU_IMAGE, settings.FLOWKIT_NPU_RUNTIME)
-        controller = _Controller(container, clock, control)
-        _read_events(npu.sock, job.encode(limits), clock, controller, limits, outcome, observer)
+        _read_events(npu.sock, clock, _Controller(container, clock, control), limits, outcome, observer)
     except NodeTimedOut:
         stopped = True
         outcome.error = NodeError(
@@ -244,9 +246,18 @@ def _drive(
     return outcome
 
 
+def _send_job(sock: socket.socket, payload: bytes, clock: _Clock) -> None:
+    sock.settimeout(max(0.001, clock.left()))
+    try:
+        sock.sendall(payload)
+    except TimeoutError:
+        raise NodeTimedOut from None
+    # End of stdin: the runtime reads its job to the end before it starts the node.
+    sock.shutdown(socket.SHUT_WR)
+
+
 def _read_events(
     sock: socket.socket,
-    payload: bytes,
     clock: _Clock,
     controller: _Controller,
     limits: NodeLimits,
@@ -257,9 +268,6 @@ def _read_events(
     demuxer, frames = StreamDemuxer(), FrameReader(max_frame)
     stderr = bytearray()
     received = 0
-    sock.settimeout(max(0.001, clock.left()))
-    sock.sendall(payload)
-    sock.shutdown(socket.SHUT_WR)
     terminal: dict[str, Any] | None = None
     while True:
         controller.poll()

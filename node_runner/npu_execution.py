@@ -132,10 +132,12 @@ def execute_in_npu(
     try:
         return _drive(npu, job, limits, observer, control, sampler)
     finally:
-        sampler.stop()
-        remove_npu(npu.container)
-        # Removing the container ends its stats stream; every sample is in after this.
-        sampler.join(timeout_s=2.0)
+        sampler.stop()  # no sample counts after this; the stream ends with the container
+        if pool is not None:
+            pool.retire(npu.container)
+        else:
+            remove_npu(npu.container)
+            sampler.join(timeout_s=2.0)
 
 
 class WarmNpuSource(Protocol):
@@ -144,6 +146,9 @@ class WarmNpuSource(Protocol):
     def take(self, limits: NodeLimits) -> ReadyNpu | None:
         """A waiting NPU whose container fits ``limits``, never handed out before; or
         None, and the caller starts one."""
+
+    def retire(self, container: Any) -> None:
+        """Remove a used NPU's container, off the node's path (its outcome is known)."""
 
 
 class NodeTimedOut(Exception):
@@ -216,14 +221,15 @@ def _drive(
     outcome = NpuOutcome(container_id=container.id)
     started = time.monotonic()
     clock = _Clock(limits.timeout_s)
-    stopped = False
+    stopped = answered = False
     try:
         # The job first: the node's code starts while the runner does its bookkeeping
         # (the trace's writes, the stats stream). Nothing is read before started().
         _send_job(npu.sock, job.encode(limits), clock)
         sampler.start()
         observer.started(container.id, settings.FLOWKIT_NPU_IMAGE, settings.FLOWKIT_NPU_RUNTIME)
-        _read_events(npu.sock, clock, _Controller(container, clock, control), limits, outcome, observer)
+        controller = _Controller(container, clock, control)
+        answered = _read_events(npu.sock, clock, controller, limits, outcome, observer)
     except NodeTimedOut:
         stopped = True
         outcome.error = NodeError(
@@ -241,7 +247,7 @@ def _drive(
         close_connection(npu)
     if stopped:
         _kill(container)
-    else:
+    elif not answered:
         _account_for_exit(container, limits, outcome)
     return outcome
 
@@ -263,7 +269,9 @@ def _read_events(
     limits: NodeLimits,
     outcome: NpuOutcome,
     observer: NpuObserver,
-) -> None:
+) -> bool:
+    """Read the NPU's events until its terminal one (True) or the end of its output
+    (False: it died without answering, and ``outcome.error`` says so)."""
     max_frame, max_total = frame_limits(limits)
     demuxer, frames = StreamDemuxer(), FrameReader(max_frame)
     stderr = bytearray()
@@ -292,12 +300,18 @@ def _read_events(
                 if terminal is not None:
                     raise ProtocolViolation("the NPU sent events after its result")
                 terminal = _apply(event, outcome, observer)
+        if terminal is not None:
+            # The runtime exits right after its terminal event: the outcome is known,
+            # and waiting for the container to stop (a tenth of a second or more)
+            # would only hold up the run's next node. Its removal kills what is left.
+            return True
     for event in frames.finish():
         terminal = terminal or _apply(event, outcome, observer)
     if terminal is None:
         # The runtime died before answering; _account_for_exit says why.
         detail = stderr.decode("utf-8", "replace").strip()
         outcome.error = NodeError("NpuCrashed", "the NPU exited without reporting a result", detail)
+    return terminal is not None
 
 
 def _apply(event: dict[str, Any], outcome: NpuOutcome, observer: NpuObserver) -> dict[str, Any] | None:
@@ -342,6 +356,8 @@ def _apply(event: dict[str, Any], outcome: NpuOutcome, observer: NpuObserver) ->
 def _account_for_exit(container: Any, limits: NodeLimits, outcome: NpuOutcome) -> None:
     try:
         outcome.exit_code = int(container.wait(timeout=10).get("StatusCode", -1))
+        if outcome.exit_code == 0:
+            return  # the runtime ended as it should: nothing more to ask the engine
         container.reload()
         oom_killed = bool(container.attrs["State"].get("OOMKilled"))
     except Exception:

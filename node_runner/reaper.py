@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import docker.errors
 
-from node_runner.container_spec import ROLE_LABEL, ROLE_NPU
+from node_runner.container_spec import POOL_LABEL, ROLE_LABEL, ROLE_NPU
 from node_runner.docker_engine import engine
 
 
-def reap_worker_containers(worker: str, created_before: float | None = None) -> list[str]:
+def reap_worker_containers(
+    worker: str, created_before: float | None = None, *, pooled_only: bool = False
+) -> list[str]:
     """Remove the NPUs ``worker`` started (on this engine), running or not: the worker
-    is lost, or this is its new life and they belong to the old one. With
+    is lost, or this is its new life and they belong to the old one, or (with
+    ``pooled_only``) it shut down and its pool's waiting NPUs are left. With
     ``created_before`` (a Unix time), only those created before it."""
     removed: list[str] = []
-    filters = {"label": [f"{ROLE_LABEL}={ROLE_NPU}", f"flowkit.worker={worker}"]}
+    labels = [f"{ROLE_LABEL}={ROLE_NPU}", f"flowkit.worker={worker}", *([POOL_LABEL] if pooled_only else [])]
+    filters = {"label": labels}
     for container in engine().containers.list(all=True, sparse=True, filters=filters):
         # The engine gives whole seconds: a container of the same second is spared.
         if created_before is not None and int(container.attrs.get("Created", 0)) >= int(created_before):
             continue
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True)
+        if _remove(container):
             removed.append(container.short_id)
     return removed
 
@@ -40,8 +43,7 @@ def reap_exited(worker: str, older_than_s: float = 30.0) -> list[str]:
         finished = _parse_docker_time(container.attrs.get("State", {}).get("FinishedAt", ""))
         if finished is not None and finished > cutoff:
             continue
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True)
+        if _remove(container):
             removed.append(container.short_id)
     return removed
 
@@ -68,7 +70,20 @@ def reap_npu_containers(*, include_running: bool = False) -> list[str]:
     for container in npus:
         if container.status in ("running", "paused") and not include_running:
             continue
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True)
+        if _remove(container):
             removed.append(container.short_id)
     return removed
+
+
+def _remove(container: Any) -> bool:
+    """Remove ``container``; False when it is already gone or going (its runner, or
+    another reaper, removes it right now: the engine answers 409 Conflict)."""
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:
+            return False
+        raise
+    return True

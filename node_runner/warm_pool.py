@@ -4,8 +4,9 @@ Starting a hardened container costs a few hundred milliseconds; handing a job to
 that already waits on its stdin costs a socket write. So each Celery pool process
 (a prefork child: the process that runs nodes) keeps a few started NPUs per profile
 (image, runtime and the limits fixed at creation). Taking one is a list operation
-and a zero-timeout select, with no engine call. A taken NPU runs one node and is
-removed like any other (npu_execution); the pool never gets it back.
+and a zero-timeout select, with no engine call. A taken NPU runs one node; once its
+outcome is known the pool removes it in the background (``retire``), so that the
+next node of the run does not wait for the engine's cleanup. It never comes back.
 
 Refills happen on a background thread, at most FLOWKIT_NPU_POOL_REFILL_CONCURRENCY
 container starts at a time. Each profile is kept at a target between
@@ -36,14 +37,14 @@ import redis
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_shutdown
 from django.conf import settings
 
-from node_runner.container_spec import ROLE_LABEL, ROLE_NPU, npu_container_options
+from node_runner.container_spec import POOL_LABEL, npu_container_options
 from node_runner.limits import NodeLimits
 from node_runner.npu_execution import ensure_npu_network
-from node_runner.ready_npu import NpuUnavailable, ReadyNpu, discard, start_npu
+from node_runner.ready_npu import NpuUnavailable, ReadyNpu, discard, remove_npu, start_npu
+from node_runner.reaper import reap_worker_containers
 
 log = logging.getLogger(__name__)
 
-POOL_LABEL = "flowkit.pool"
 # A profile that no node asked for in this long is no longer kept warm.
 PROFILE_UNUSED_S = 600.0
 # A waiting NPU older than this is replaced, so that a rebuilt image reaches the
@@ -134,6 +135,7 @@ class WarmPool:
         self._stopped = False
         self._wake = threading.Event()
         self._starters = ThreadPoolExecutor(bounds.refill_concurrency, thread_name_prefix="npu-pool")
+        self._removers = ThreadPoolExecutor(1, thread_name_prefix="npu-removal")
         self._thread = threading.Thread(target=self._refill_until_stopped, name="npu-pool", daemon=True)
         self.taken = 0
         self.started = 0
@@ -168,6 +170,14 @@ class WarmPool:
             self._discard_later(npu)
         return taken
 
+    def retire(self, container: Any) -> None:
+        """Remove a used NPU's container in the background: the node's outcome is
+        known, and the next node of its run need not wait for the engine's cleanup."""
+        try:
+            self._removers.submit(remove_npu, container)
+        except RuntimeError:  # draining
+            remove_npu(container)
+
     def waiting(self) -> dict[PoolProfile, int]:
         with self._lock:
             return {profile: len(npus) for profile, npus in self._waiting.items() if npus}
@@ -183,6 +193,7 @@ class WarmPool:
         self._starters.shutdown(wait=True, cancel_futures=True)
         for npu in left:
             self._discard(npu)
+        self._removers.shutdown(wait=True)  # every used NPU is removed too
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         return len(left)
@@ -284,20 +295,6 @@ def queued_nodes(queue: str) -> Callable[[], int]:
     return lambda: int(client.llen(queue))  # type: ignore[arg-type]
 
 
-def remove_pooled_npus(worker: str) -> int:
-    """Remove every pooled NPU of ``worker`` on this engine, waiting or not. Only for
-    when none of its processes can be running a node any more."""
-    from node_runner.docker_engine import engine
-
-    removed = 0
-    filters = {"label": [f"{ROLE_LABEL}={ROLE_NPU}", f"flowkit.worker={worker}", POOL_LABEL]}
-    for container in engine().containers.list(all=True, sparse=True, filters=filters):
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True)
-            removed += 1
-    return removed
-
-
 # This process's pool (a prefork child's), and the worker's name, which the main
 # process learns before it forks its children.
 _pool: WarmPool | None = None
@@ -338,6 +335,6 @@ def _remove_leftovers(sender: Any = None, **kwargs: Any) -> None:
     name = getattr(sender, "hostname", None)
     if name and settings.FLOWKIT_NPU_POOL_MAX > 0:
         with contextlib.suppress(Exception):
-            removed = remove_pooled_npus(name)
+            removed = reap_worker_containers(name, pooled_only=True)
             if removed:
                 log.info("removed %d pooled NPUs left by %s's processes", removed, name)

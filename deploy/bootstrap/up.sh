@@ -70,8 +70,8 @@ say "migrating the database"
 
 stop_process web
 stop_process worker
-# One host, no worker alive now: any NPU still around is an orphan.
-"$VENV/bin/flowkit" npu reap --all >/dev/null
+# The worker removes what its previous life left (NPUs, its pool's waiting ones) as it
+# starts; other workers' NPUs on this engine (tests, other installations) are not ours.
 
 cd "$REPO"
 start_process worker "$VENV/bin/celery" -A node_runner worker --queues "${FLOWKIT_CELERY_QUEUE:-flowkit}" \

@@ -50,6 +50,10 @@ def main() -> None:
     # os.dup gives a non-inheritable descriptor, so child processes never see it.
     channel = Channel(os.dup(1))
     _channel.install(channel)
+    # The SDK every node imports (and asyncio with it) is loaded before the job is
+    # read: an NPU waiting in the warm pool has paid for it before its node arrives.
+    from . import node  # noqa: F401
+
     try:
         job = _read_job()
     except (ValueError, KeyError, TypeError) as exc:

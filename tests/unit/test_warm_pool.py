@@ -190,3 +190,14 @@ def test_the_bounds_come_from_the_settings_and_a_maximum_of_zero_turns_the_pool_
     assert PoolBounds.from_settings().target(0) == 2
     settings.FLOWKIT_NPU_POOL_MIN, settings.FLOWKIT_NPU_POOL_MAX = 3, 0
     assert PoolBounds.from_settings() == PoolBounds(minimum=0, maximum=0, refill_concurrency=2)
+
+
+def test_used_npus_are_removed_in_the_background_and_a_drain_waits_for_them(harness, monkeypatch):
+    removed: list[str] = []
+    monkeypatch.setattr("node_runner.warm_pool.remove_npu", lambda container: removed.append(container))
+    harness.pool.retire("used-1")
+    harness.pool.retire("used-2")
+    harness.pool.drain()
+    assert removed == ["used-1", "used-2"]
+    harness.pool.retire("after-the-drain")
+    assert removed[-1] == "after-the-drain", "removed at once once the pool is drained"

@@ -97,6 +97,8 @@ class NpuOutcome:
     dropped_log_lines: int = 0
     dropped_log_bytes: int = 0
     exit_code: int | None = None
+    # Out-of-memory kills the NPU counted in its cgroup when it answered (None: unknown).
+    oom_kills: int | None = None
     duration_s: float = 0.0
 
     @property
@@ -247,8 +249,8 @@ def _drive(
         close_connection(npu)
     if stopped:
         _kill(container)
-    elif not answered:
-        _account_for_exit(container, limits, outcome)
+    else:
+        _account_for_exit(container, limits, outcome, answered=answered)
     return outcome
 
 
@@ -301,7 +303,8 @@ def _read_events(
                     raise ProtocolViolation("the NPU sent events after its result")
                 terminal = _apply(event, outcome, observer)
         if terminal is not None:
-            # The runtime exits right after its terminal event: the outcome is known,
+            # The runtime exits right after its terminal event: the outcome is known
+            # (with the NPU's count of out-of-memory kills, see _account_for_exit),
             # and waiting for the container to stop (a tenth of a second or more)
             # would only hold up the run's next node. Its removal kills what is left.
             return True
@@ -319,6 +322,9 @@ def _apply(event: dict[str, Any], outcome: NpuOutcome, observer: NpuObserver) ->
     if kind != "result":
         event = clean(event)
     observer.event(event)
+    if kind in TERMINAL_TYPES:
+        kills = event.get("oom_kills")
+        outcome.oom_kills = kills if type(kills) is int and kills >= 0 else None
     if kind == "log":
         outcome.logs.append(
             {key: event.get(key) for key in ("ts", "level", "stream", "message", "truncated") if key in event}
@@ -353,16 +359,21 @@ def _apply(event: dict[str, Any], outcome: NpuOutcome, observer: NpuObserver) ->
     return event if kind in TERMINAL_TYPES else None
 
 
-def _account_for_exit(container: Any, limits: NodeLimits, outcome: NpuOutcome) -> None:
-    try:
-        outcome.exit_code = int(container.wait(timeout=10).get("StatusCode", -1))
-        if outcome.exit_code == 0:
-            return  # the runtime ended as it should: nothing more to ask the engine
-        container.reload()
-        oom_killed = bool(container.attrs["State"].get("OOMKilled"))
-    except Exception:
-        log.warning("could not read the exit state of NPU %s", container.id[:12], exc_info=True)
-        return
+def _account_for_exit(container: Any, limits: NodeLimits, outcome: NpuOutcome, *, answered: bool) -> None:
+    """Why the NPU ended as it did. A node whose child processes the OOM killer took
+    is reported as such even though its runtime survived to answer. The runtime counts
+    those kills in its answer; only where it could not (gVisor) or did not answer is
+    the container waited for, since the engine sets its OOMKilled flag when it stops."""
+    if answered and outcome.oom_kills is not None:
+        oom_killed = outcome.oom_kills > 0
+    else:
+        try:
+            outcome.exit_code = int(container.wait(timeout=10).get("StatusCode", -1))
+            container.reload()
+            oom_killed = bool(container.attrs["State"].get("OOMKilled"))
+        except Exception:
+            log.warning("could not read the exit state of NPU %s", container.id[:12], exc_info=True)
+            return
     if oom_killed and (outcome.error is None or outcome.error.error_type == "NpuCrashed"):
         outcome.error = NodeError(
             "OutOfMemory",

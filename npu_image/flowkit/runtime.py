@@ -12,7 +12,10 @@ Wire protocol (version 1):
 * NPU -> runner: JSON lines on stdout, in this order: ``started``; any number of
   ``log`` (level, stream, message); at most one ``log_dropped`` (lines, bytes); then
   exactly one terminal event, ``result`` (next_nodes, outputs, status_message) or
-  ``error`` (error_type, message, traceback, optional port and line).
+  ``error`` (error_type, message, traceback, optional port and line). A terminal event
+  after the node ran also carries ``oom_kills``: how many of the NPU's processes the
+  kernel's out-of-memory killer took, read from its own cgroup (null where the
+  sandbox shows none, as under gVisor).
 
 Anything else the process writes (an interpreter crash) goes to stderr, which the
 runner keeps as a diagnostic.
@@ -70,9 +73,29 @@ def main() -> None:
         channel.emit(
             {"type": "log_dropped", "lines": job.budget.dropped_lines, "bytes": job.budget.dropped_bytes}
         )
-    channel.emit_final(outcome)
+    channel.emit_final({**outcome, "oom_kills": _oom_kills()})
     # Skip atexit hooks and threads the node left running: the answer is out.
     os._exit(0)
+
+
+# The NPU's own memory cgroup, as the container sees it: cgroup v2, then v1.
+OOM_COUNTERS = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
+
+
+def _oom_kills() -> int | None:
+    """The out-of-memory kills in this NPU so far. The runner reads it to tell a node
+    whose child processes were killed for memory without waiting for the container
+    to stop (the engine's own flag is only set then)."""
+    for path in OOM_COUNTERS:
+        try:
+            with open(path, encoding="ascii") as counters:
+                for line in counters:
+                    name, _, value = line.partition(" ")
+                    if name == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _read_job() -> _job.Job:

@@ -79,7 +79,9 @@ def test_bad_worker_capabilities_are_refused(text: str, complaint: str):
 
 
 def test_a_node_no_online_worker_can_take_waits_with_a_reason():
-    assert missing_capability_reason(["gpu"], []) == "waiting for a worker with capability gpu: none is online"
+    assert (
+        missing_capability_reason(["gpu"], []) == "waiting for a worker with capability gpu: none is online"
+    )
     assert missing_capability_reason(["gpu"], [(), ("network",)]) == (
         "waiting for a worker with capability gpu: none is online"
     )
@@ -117,7 +119,8 @@ def test_a_node_requires_nothing_by_default():
         (["gpu", "gpu"], "node 'train' requires 'gpu' more than once"),
         (
             [f"c{index}" for index in range(MAX_CAPABILITIES + 1)],
-            "node 'train' requires 5 capabilities, but a worker declares at most 4, so no worker could take it",
+            "node 'train' requires 5 capabilities, but a worker declares at most 4, "
+            "so no worker could take it",
         ),
     ],
 )

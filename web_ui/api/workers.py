@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from node_runner.drain import DrainError, UnknownWorker, do_drain_worker
 from web_ui.api.errors import ApiError
@@ -16,7 +16,7 @@ router = Router(tags=["workers"])
 
 
 @router.post("/{name}/drain", response={202: dict[str, Any], **error_responses(404, 409)})
-def drain(request: HttpRequest, name: str) -> tuple[int, dict[str, Any]]:
+def drain(request: HttpRequest, name: str) -> Status:
     """Stop the worker taking nodes; it finishes those it runs, then exits. Its state
     on /api/workers shows draining, then stopped."""
     require_role(request.user, ADMIN)
@@ -25,4 +25,4 @@ def drain(request: HttpRequest, name: str) -> tuple[int, dict[str, Any]]:
     except DrainError as exc:
         status = 404 if isinstance(exc, UnknownWorker) else 409
         raise ApiError(status, "cannot_drain", str(exc)) from None
-    return 202, {"worker": order.worker, "state": "draining", "queues": list(order.queues)}
+    return Status(202, {"worker": order.worker, "state": "draining", "queues": list(order.queues)})

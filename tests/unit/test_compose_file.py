@@ -48,14 +48,17 @@ def test_the_web_process_migrates_creates_the_first_admin_and_serves_with_daphne
 def test_the_worker_can_be_scaled(services):
     worker = services["worker"]
     # A fixed container name or published port would make a second replica fail.
-    assert "container_name" not in worker and "ports" not in worker
-    assert "--hostname" in command(worker) and "worker@%h" in command(worker)
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    # Celery's %h: each replica's own host name (its container id).
+    assert '--hostname "worker@%h"' in command(worker)
 
 
 def test_the_worker_consumes_its_capability_queues_and_autoscales(services):
     worker = command(services["worker"])
     assert "flowkit workers queues" in worker
-    assert "--autoscale" in worker and "FLOWKIT_WORKER_CONCURRENCY_MAX" in worker
+    assert "--autoscale" in worker
+    assert "FLOWKIT_WORKER_CONCURRENCY_MAX" in worker
     assert "FLOWKIT_WORKER_CAPABILITIES" in services["worker"]["environment"]
 
 

@@ -1,6 +1,6 @@
-"""deploy/compose.yml: the services a deployment needs, the Docker socket only where
-NPUs are driven, a worker that can be scaled, and (where a compose binary is
-installed) a file that compose itself accepts."""
+"""deploy/compose.yml and compose.worker.yml: the services a deployment needs, the
+Docker socket only where NPUs are driven, a worker that can be scaled, and (where a
+compose binary is installed) files that compose itself accepts."""
 
 from __future__ import annotations
 
@@ -14,12 +14,18 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "deploy" / "compose.yml"
+WORKER_HOST = REPO / "deploy" / "compose.worker.yml"
 SOCKET = "/var/run/docker.sock"
 
 
 @pytest.fixture(scope="module")
 def services() -> dict[str, Any]:
     return dict(yaml.safe_load(COMPOSE.read_text())["services"])
+
+
+@pytest.fixture(scope="module")
+def worker_host() -> dict[str, Any]:
+    return dict(yaml.safe_load(WORKER_HOST.read_text())["services"])
 
 
 def mounts(service: dict[str, Any]) -> list[str]:
@@ -70,6 +76,18 @@ def test_the_worker_starts_after_the_npu_image_is_built_and_stops_warmly(service
     assert "stop_grace_period" in worker
 
 
+def test_a_worker_host_runs_only_the_npu_image_build_and_workers_on_the_shared_services(worker_host):
+    assert set(worker_host) == {"npu-image", "worker"}
+    environment = worker_host["worker"]["environment"]
+    assert environment["DATABASE_URL"].startswith("${DATABASE_URL:?")
+    assert environment["REDIS_URL"].startswith("${REDIS_URL:?")
+    assert all(SOCKET in mounts(service) for service in worker_host.values())
+
+
+def test_a_worker_host_starts_its_workers_as_the_main_host_does(services, worker_host):
+    assert command(worker_host["worker"]) == command(services["worker"])
+
+
 def compose_command() -> list[str] | None:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
@@ -84,11 +102,15 @@ def compose_command() -> list[str] | None:
 @pytest.mark.skipif(
     compose_command() is None, reason="neither docker-compose nor the compose plugin is installed"
 )
-def test_compose_accepts_the_file(tmp_path):
+@pytest.mark.parametrize("path", [COMPOSE, WORKER_HOST], ids=["compose.yml", "compose.worker.yml"])
+def test_compose_accepts_the_file(path, tmp_path):
     env = tmp_path / ".env"
-    env.write_text("SECRET_KEY=k\nFLOWKIT_SECRET_KEYS=f\nPOSTGRES_PASSWORD=p\n")
+    env.write_text(
+        "SECRET_KEY=k\nFLOWKIT_SECRET_KEYS=f\nPOSTGRES_PASSWORD=p\n"
+        "DATABASE_URL=postgres://flowkit:p@db:5432/flowkit\nREDIS_URL=rediss://:p@redis:6380/0\n"
+    )
     result = subprocess.run(
-        [*(compose_command() or []), "-f", str(COMPOSE), "--env-file", str(env), "config", "--quiet"],
+        [*(compose_command() or []), "-f", str(path), "--env-file", str(env), "config", "--quiet"],
         capture_output=True,
         text=True,
     )

@@ -25,9 +25,10 @@ def test_every_variable_read_by_the_settings_and_the_runner_is_in_env_example():
     assert read - listed == set()
 
 
-def test_every_variable_the_bring_up_script_and_the_compose_file_read_is_in_env_example():
+def test_every_variable_the_bring_up_script_and_the_compose_files_read_is_in_env_example():
     read = set(SCRIPT_READERS.findall((REPO / "deploy" / "bootstrap" / "up.sh").read_text()))
-    read |= set(COMPOSE_READERS.findall((REPO / "deploy" / "compose.yml").read_text()))
+    for compose in ("compose.yml", "compose.worker.yml"):
+        read |= set(COMPOSE_READERS.findall((REPO / "deploy" / compose).read_text()))
     listed = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", (REPO / "deploy" / ".env.example").read_text(), re.M))
     assert "FLOWKIT_WORKER_CONCURRENCY_MAX" in read  # the pattern found them
     assert read - listed == set()

@@ -63,22 +63,28 @@ def server_environment() -> dict[str, str]:
 
 
 def start_worker(
-    name: str, log_path: Path, env: dict[str, str] | None = None, wait: bool = True
+    name: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    autoscale: tuple[int, int] | None = None,
 ) -> WorkerProcess:
     """A Celery worker process on this test process's queue (or ``env``'s
     FLOWKIT_CELERY_QUEUE) and the capability queues of ``env``'s
     FLOWKIT_WORKER_CAPABILITIES, as deploy/bootstrap/up.sh starts one, in its own
     process group (so that a test can kill it and its pool children at once, like a
-    crash)."""
+    crash). ``autoscale`` (max, min) lets Celery size its pool, as make up does;
+    otherwise it has two processes."""
     from node_runner.routing import parse_capabilities, worker_queues
 
     env = env or {}
     base = env.get("FLOWKIT_CELERY_QUEUE", settings.FLOWKIT_CELERY_QUEUE)
     queues = ",".join(worker_queues(base, parse_capabilities(env.get("FLOWKIT_WORKER_CAPABILITIES", ""))))
+    pool = ["--autoscale", f"{autoscale[0]},{autoscale[1]}"] if autoscale else ["--concurrency", "2"]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "node_runner", "worker", "--queues", queues,
-             "--concurrency", "2", "--hostname", name, "--loglevel", "INFO",
+             *pool, "--hostname", name, "--loglevel", "INFO",
              "--without-mingle", "--without-gossip"],
             cwd=REPO, env={**server_environment(), **env}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,

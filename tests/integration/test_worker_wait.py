@@ -39,7 +39,9 @@ def beat(name: str, *, capabilities: list[str], state: str = "online", pid: int 
 
 def gpu_run() -> Any:
     node = {"id": "train", "code": "", "requires": ["gpu"]}
-    return do_start_run(do_create_pipeline("gpu", {"schema_version": 1, "nodes": [node]}).latest_version())
+    version = do_create_pipeline("gpu", {"schema_version": 1, "nodes": [node]}).latest_version()
+    assert version is not None
+    return do_start_run(version)
 
 
 def reason_of(run: Any) -> str:

@@ -7,11 +7,9 @@ inside a node that the kernel really applied them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from docker.types import LogConfig, Ulimit
-
-from node_runner.limits import NodeLimits
 
 NPU_UID = 10001
 ROLE_LABEL = "flowkit.role"
@@ -29,6 +27,22 @@ RUNSC_PIDS_BASE = 96
 RUNSC_PIDS_PER_NODE_PID = 2
 
 
+class ContainerLimits(Protocol):
+    """The limits fixed when a container is created (node_runner.limits.NodeLimits;
+    node_runner.warm_pool.PoolProfile for containers started before their node is known)."""
+
+    @property
+    def memory_mb(self) -> int: ...
+    @property
+    def cpus(self) -> float: ...
+    @property
+    def pids(self) -> int: ...
+    @property
+    def tmpfs_mb(self) -> int: ...
+    @property
+    def network(self) -> bool: ...
+
+
 def host_pids_limit(pids: int, runtime: str) -> int:
     """The container's pids limit that gives the node ``pids`` of its own."""
     if runtime == "runsc":
@@ -39,7 +53,7 @@ def host_pids_limit(pids: int, runtime: str) -> int:
 def npu_container_options(
     *,
     image: str,
-    limits: NodeLimits,
+    limits: ContainerLimits,
     labels: dict[str, str],
     runtime: str,
     network_name: str,

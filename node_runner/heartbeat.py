@@ -18,7 +18,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +35,7 @@ from control_unit.worker_wait import do_note_waiting_nodes
 from node_runner.container_spec import ROLE_LABEL, ROLE_NPU
 from node_runner.docker_engine import engine
 from node_runner.reaper import reap_exited, reap_worker_containers
-from trace_monitor.models import WorkerStatus
+from trace_monitor.models import NodeExecution, WorkerStatus
 from trace_monitor.resource_monitor import HostLoad, WorkerPool, mark_lost_workers, record_heartbeat
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,8 @@ def host_load() -> HostLoad:
 
 
 def running_npus(worker: str) -> list[dict[str, Any]]:
-    """The NPUs this worker started that are running or paused now."""
+    """The NPUs this worker started that are running or paused now: each with the
+    node it runs, or none for a warm one waiting in the pool."""
     filters = {"label": [f"{ROLE_LABEL}={ROLE_NPU}", f"flowkit.worker={worker}"]}
     npus = []
     for container in engine().containers.list(sparse=True, filters=filters):
@@ -68,6 +68,16 @@ def running_npus(worker: str) -> list[dict[str, Any]]:
                 "attempt": int(labels.get("flowkit.attempt") or 0),
             }
         )
+    # A pooled NPU was labelled before its node was known: its trace names the node.
+    pooled = {npu["container_id"]: npu for npu in npus if npu["run_id"] is None}
+    executions = NodeExecution.objects.filter(container_id__in=list(pooled), outcome="running")
+    for container_id, run_id, node_id, attempt in executions.values_list(
+        "container_id", "run_id", "node_id", "attempt"
+    ):
+        pooled[container_id].update(run_id=str(run_id), node_id=node_id, attempt=attempt)
+    for npu in pooled.values():
+        if npu["run_id"] is None:
+            npu["state"] = "warm"
     return npus
 
 
@@ -155,7 +165,9 @@ class Heartbeat:
         self.worker = worker  # Celery's WorkController: its pool and broker connection
         self.queues = list(queues or [])
         self.pool = PoolWatch(concurrency, concurrency_min)
-        self.started = time.time()
+        # When the worker's main process started: everything of this life (its pool's
+        # NPUs too, started before Celery reports the worker ready) comes after it.
+        self.started = psutil.Process().create_time()
         # Set when a warm shutdown begins (SIGTERM): the worker finishes its nodes.
         self.draining = False
         self._stopped = threading.Event()

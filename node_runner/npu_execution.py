@@ -1,8 +1,9 @@
 """Run one node in one fresh, hardened NPU container, and always remove it.
 
-The job goes in on the container's stdin and the events come back on its
-stdout; see ``wire`` for the framing and npu_image/flowkit/runtime.py for the
-other end.
+The container comes from this worker process's warm pool when it holds one of the
+node's profile, or is started on demand. The job goes in on the container's stdin
+and the events come back on its stdout; see ``wire`` for the framing and
+npu_image/flowkit/runtime.py for the other end.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from django.conf import settings
 from node_runner.container_spec import npu_container_options
 from node_runner.docker_engine import engine
 from node_runner.limits import NodeLimits
+from node_runner.ready_npu import ReadyNpu, close_connection, remove_npu, start_npu
 from node_runner.resource_sampler import NpuSample, ResourceSampler
 from node_runner.storable import clean, clean_text, unstorable_path
 from node_runner.wire import (
@@ -72,10 +74,6 @@ class _Unobserved:
         pass
 
 
-class NpuUnavailable(Exception):
-    """No NPU could be started (engine down, image missing)."""
-
-
 @dataclass
 class NodeError:
     error_type: str
@@ -112,34 +110,40 @@ def execute_in_npu(
     labels: dict[str, str],
     observer: NpuObserver | None = None,
     control: RunControl | None = None,
+    pool: WarmNpuSource | None = None,
 ) -> NpuOutcome:
     client = engine()
     if limits.network:
         ensure_npu_network(client)
-    options = npu_container_options(
-        image=settings.FLOWKIT_NPU_IMAGE,
-        limits=limits,
-        labels=labels,
-        runtime=settings.FLOWKIT_NPU_RUNTIME,
-        network_name=settings.FLOWKIT_NPU_NETWORK,
-    )
-    try:
-        container = client.containers.create(**options)
-    except docker.errors.ImageNotFound:
-        raise NpuUnavailable(
-            f"NPU image {settings.FLOWKIT_NPU_IMAGE} is not built; run `flowkit npu build`"
-        ) from None
-    except docker.errors.DockerException as exc:
-        raise NpuUnavailable(f"the Docker engine could not create an NPU: {exc}") from None
+    npu = pool.take(limits) if pool is not None else None
+    if npu is None:
+        npu = start_npu(
+            client,
+            npu_container_options(
+                image=settings.FLOWKIT_NPU_IMAGE,
+                limits=limits,
+                labels=labels,
+                runtime=settings.FLOWKIT_NPU_RUNTIME,
+                network_name=settings.FLOWKIT_NPU_NETWORK,
+            ),
+        )
     observer = observer or _Unobserved()
-    sampler = ResourceSampler(client.api, container.id, observer.sample)
+    sampler = ResourceSampler(client.api, npu.id, observer.sample)
     try:
-        return _drive(container, job, limits, observer, control, sampler)
+        return _drive(npu, job, limits, observer, control, sampler)
     finally:
         sampler.stop()
-        _remove(container)
+        remove_npu(npu.container)
         # Removing the container ends its stats stream; every sample is in after this.
         sampler.join(timeout_s=2.0)
+
+
+class WarmNpuSource(Protocol):
+    """Where started NPUs wait for a node (node_runner.warm_pool.WarmPool)."""
+
+    def take(self, limits: NodeLimits) -> ReadyNpu | None:
+        """A waiting NPU whose container fits ``limits``, never handed out before; or
+        None, and the caller starts one."""
 
 
 class NodeTimedOut(Exception):
@@ -201,26 +205,25 @@ class _Controller:
 
 
 def _drive(
-    container: Any,
+    npu: ReadyNpu,
     job: NpuJob,
     limits: NodeLimits,
     observer: NpuObserver,
     control: RunControl | None,
     sampler: ResourceSampler,
 ) -> NpuOutcome:
+    container = npu.container
     outcome = NpuOutcome(container_id=container.id)
-    attach = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-    sock: socket.socket = attach._sock
     started = time.monotonic()
     clock = _Clock(limits.timeout_s)
     stopped = False
     try:
-        container.start()
+        # The job first: the node's code starts while the runner does its bookkeeping
+        # (the trace's writes, the stats stream). Nothing is read before started().
+        _send_job(npu.sock, job.encode(limits), clock)
         sampler.start()
         observer.started(container.id, settings.FLOWKIT_NPU_IMAGE, settings.FLOWKIT_NPU_RUNTIME)
-        _read_events(
-            sock, job.encode(limits), clock, _Controller(container, clock, control), limits, outcome, observer
-        )
+        _read_events(npu.sock, clock, _Controller(container, clock, control), limits, outcome, observer)
     except NodeTimedOut:
         stopped = True
         outcome.error = NodeError(
@@ -235,13 +238,7 @@ def _drive(
         outcome.error = NodeError("ProtocolViolation", str(exc))
     finally:
         outcome.duration_s = time.monotonic() - started
-        # close() alone leaves the connection open while the attach response still
-        # holds the socket: a node that keeps writing then blocks dockerd's copy of
-        # its stdout, and with it the kill and removal below (found by the attack
-        # suite: a gigabyte forged onto the channel stalled both for 30 s each).
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
+        close_connection(npu)
     if stopped:
         _kill(container)
     else:
@@ -249,9 +246,18 @@ def _drive(
     return outcome
 
 
+def _send_job(sock: socket.socket, payload: bytes, clock: _Clock) -> None:
+    sock.settimeout(max(0.001, clock.left()))
+    try:
+        sock.sendall(payload)
+    except TimeoutError:
+        raise NodeTimedOut from None
+    # End of stdin: the runtime reads its job to the end before it starts the node.
+    sock.shutdown(socket.SHUT_WR)
+
+
 def _read_events(
     sock: socket.socket,
-    payload: bytes,
     clock: _Clock,
     controller: _Controller,
     limits: NodeLimits,
@@ -262,9 +268,6 @@ def _read_events(
     demuxer, frames = StreamDemuxer(), FrameReader(max_frame)
     stderr = bytearray()
     received = 0
-    sock.settimeout(max(0.001, clock.left()))
-    sock.sendall(payload)
-    sock.shutdown(socket.SHUT_WR)
     terminal: dict[str, Any] | None = None
     while True:
         controller.poll()
@@ -357,17 +360,6 @@ def _kill(container: Any) -> None:
     # Already gone is fine: the removal that follows is what matters.
     with contextlib.suppress(docker.errors.DockerException):
         container.kill()
-
-
-def _remove(container: Any) -> None:
-    try:
-        container.remove(force=True)
-    except docker.errors.NotFound:
-        pass
-    except Exception:
-        # The engine may be gone for a moment (restarting). The worker's heartbeat
-        # removes its exited NPUs later (reaper.reap_exited); the outcome is not lost.
-        log.exception("could not remove NPU container %s", container.id[:12])
 
 
 def ensure_npu_network(client: Any) -> Any:

@@ -18,7 +18,8 @@ def reap_worker_containers(worker: str, created_before: float | None = None) -> 
     removed: list[str] = []
     filters = {"label": [f"{ROLE_LABEL}={ROLE_NPU}", f"flowkit.worker={worker}"]}
     for container in engine().containers.list(all=True, sparse=True, filters=filters):
-        if created_before is not None and int(container.attrs.get("Created", 0)) >= created_before:
+        # The engine gives whole seconds: a container of the same second is spared.
+        if created_before is not None and int(container.attrs.get("Created", 0)) >= int(created_before):
             continue
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)

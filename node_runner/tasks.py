@@ -15,7 +15,9 @@ from control_unit.run_actions import do_claim_node, do_record_node_outcome
 from node_runner import heartbeat  # noqa: F401 - connects the worker's heartbeat to Celery's signals
 from node_runner.database_retry import DATABASE_UNAVAILABLE, forget_connection, with_database_retry
 from node_runner.limits import LimitError, NodeLimits
-from node_runner.npu_execution import NpuOutcome, NpuUnavailable, RunControl, execute_in_npu
+from node_runner.npu_execution import NpuOutcome, RunControl, execute_in_npu
+from node_runner.ready_npu import NpuUnavailable
+from node_runner.warm_pool import WarmPool, current_pool
 from node_runner.wire import NpuJob
 from secret_manager.actions import resolve_secrets
 from secret_manager.errors import SecretError, UnknownSecret
@@ -38,6 +40,7 @@ def execute_node(
     run_ref: str,
     control: RunControl | None = None,
     trace: NodeTrace | None = None,
+    pool: WarmPool | None = None,
 ) -> dict[str, Any]:
     """Resolve the node's secrets, run it in a fresh NPU, and return its outcome with
     every secret value (and its common encodings) masked, ready to be stored. With a
@@ -63,7 +66,7 @@ def execute_node(
     )
     try:
         outcome = execute_in_npu(
-            job, NodeLimits.from_overrides(limits), labels, observer=trace, control=control
+            job, NodeLimits.from_overrides(limits), labels, observer=trace, control=control, pool=pool
         )
         result = outcome_record(outcome)
     except (NpuUnavailable, LimitError) as exc:
@@ -142,6 +145,9 @@ def run_node(self: Any, run_id: str, node_id: str, attempt: int) -> None:
         run_ref=run_id,
         control=run_control(run_id),
         trace=trace,
+        # A run's nodes take warm NPUs; a node test run (a one-off from the editor or
+        # the CLI) starts its own, labelled with the test run so that it can be found.
+        pool=current_pool(),
     )
     try:
         trace.finish(result)

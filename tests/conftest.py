@@ -31,14 +31,16 @@ def _flush_retrying_deadlocks(self: TransactionTestCase) -> None:
     deadlock is to retry the transaction, and the retry finds the writer done."""
     for attempt in range(1, FLUSH_ATTEMPTS + 1):
         try:
-            return _django_fixture_teardown(self)
+            _django_fixture_teardown(self)
+            return
         except CommandError as exc:
             if attempt == FLUSH_ATTEMPTS or not isinstance(exc.__cause__, OperationalError):
                 raise
 
 
-_django_fixture_teardown = TransactionTestCase._fixture_teardown
-TransactionTestCase._fixture_teardown = _flush_retrying_deadlocks  # type: ignore[method-assign]
+# A private method of Django's (django-stubs does not declare it), hence getattr/setattr.
+_django_fixture_teardown = getattr(TransactionTestCase, "_fixture_teardown")  # noqa: B009
+setattr(TransactionTestCase, "_fixture_teardown", _flush_retrying_deadlocks)  # noqa: B010
 
 
 @pytest.fixture(scope="session")

@@ -168,6 +168,11 @@ FLOWKIT_NPU_MAX_LOG_LINES = env_int("FLOWKIT_NPU_MAX_LOG_LINES", 5000, minimum=1
 FLOWKIT_NPU_MAX_LOG_BYTES = env_int("FLOWKIT_NPU_MAX_LOG_BYTES", 2 * 1024 * 1024, minimum=1024)
 FLOWKIT_NPU_MAX_LOG_LINE_BYTES = env_int("FLOWKIT_NPU_MAX_LOG_LINE_BYTES", 16 * 1024, minimum=80)
 FLOWKIT_NPU_FLOOD_BYTES = env_int("FLOWKIT_NPU_FLOOD_BYTES", 32 * 1024 * 1024, minimum=1024)
+# The warm pool (node_runner.warm_pool), per worker process and NPU profile: between
+# MIN and MAX started NPUs wait for a node, following the queue depth; MAX=0 turns it off.
+FLOWKIT_NPU_POOL_MIN = env_int("FLOWKIT_NPU_POOL_MIN", 2, minimum=0, maximum=64)
+FLOWKIT_NPU_POOL_MAX = env_int("FLOWKIT_NPU_POOL_MAX", 4, minimum=0, maximum=64)
+FLOWKIT_NPU_POOL_REFILL_CONCURRENCY = env_int("FLOWKIT_NPU_POOL_REFILL_CONCURRENCY", 2, minimum=1, maximum=16)
 
 # The trace monitor. Events and streams carry at most PREVIEW_BYTES of an input or
 # output (the whole value is downloadable); a runner stores a node's log lines in

@@ -317,3 +317,28 @@ def wait_until(what: str, check: Any, wait_s: float = 30) -> Any:
             return value
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         time.sleep(0.05)
+
+
+def npu_containers(engine: docker.DockerClient, run: Any, node_id: str | None = None) -> list[Any]:
+    """The NPU containers that a run's nodes used, while they exist (running or not).
+    A pooled NPU is labelled before its node is known, so the trace (which records the
+    container of every execution) says which containers are the run's."""
+    from trace_monitor.models import NodeExecution
+
+    executions = NodeExecution.objects.filter(run=run).exclude(container_id="")
+    if node_id is not None:
+        executions = executions.filter(node_id=node_id)
+    ids = sorted(set(executions.values_list("container_id", flat=True)))
+    if not ids:
+        return []
+    # sparse: no per-container inspect, which races with the runner removing it
+    return list(engine.containers.list(all=True, sparse=True, filters={"id": ids}))
+
+
+def wait_for_npu(engine: docker.DockerClient, run: Any, wait_s: float = 30) -> Any:
+    """The first NPU of ``run`` once a node runs in it."""
+    deadline = time.monotonic() + wait_s
+    while not (containers := npu_containers(engine, run)):
+        assert time.monotonic() < deadline, "the NPU never started"
+        time.sleep(0.05)
+    return containers[0]

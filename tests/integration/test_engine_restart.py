@@ -10,7 +10,15 @@ import time
 import docker
 import pytest
 
-from tests.integration.conftest import REPO, node_code, nodes_of, single_node_run, wait_for_node, wait_for_run
+from tests.integration.conftest import (
+    REPO,
+    node_code,
+    nodes_of,
+    npu_containers,
+    single_node_run,
+    wait_for_node,
+    wait_for_run,
+)
 from trace_monitor.models import NodeExecution
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.exclusive]
@@ -57,6 +65,6 @@ def test_an_engine_restart_mid_node_fails_the_attempt_clearly_and_the_retry_succ
     # worker's heartbeat removes it once it has been exited for 30 s.
     engine = docker.from_env()
     deadline = time.monotonic() + 60
-    while engine.containers.list(all=True, sparse=True, filters={"label": f"flowkit.run={run.id}"}):
+    while npu_containers(engine, run):
         assert time.monotonic() < deadline, "the stopped NPU was never removed"
         time.sleep(0.5)

@@ -18,7 +18,8 @@ from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
 from secret_manager.actions import do_set_secret
 from secret_manager.models import SecretAuditEvent
-from tests.integration.conftest import database_url_for_processes, nodes_of, wait_for_run
+from tests.integration.conftest import database_url_for_processes, nodes_of, wait_for_npu, wait_for_run
+from trace_monitor.models import NodeExecution
 
 HOSTILE = {
     "QUOTES": "it's \"quoted\" and 'single'",
@@ -90,11 +91,7 @@ token = "<<<secret::TOKEN>>>"
 time.sleep(2)
 value = {k: v for k, v in os.environ.items()}
 """), wait=False)  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not (containers := docker_engine.containers.list(filters={"label": f"flowkit.run={run.id}"})):
-        assert time.monotonic() < deadline, "the NPU never started"
-        time.sleep(0.05)
-    inspected = json.dumps(docker_engine.api.inspect_container(containers[0].id))
+    inspected = json.dumps(docker_engine.api.inspect_container(wait_for_npu(docker_engine, run).id))
     assert value not in inspected
     assert "SECRET_KEY" not in inspected
     assert "DATABASE_URL" not in inspected
@@ -166,10 +163,13 @@ def test_an_unknown_reference_fails_the_node_before_any_container_starts(celery_
     node = nodes_of(run)["probe"]
     assert node.error == {"error_type": "SecretNotDefined", "message": "secret NOT_THERE is not defined"}
     assert node.attempt == 1
+    # No NPU was given the node: none started on demand, and none taken from the
+    # warm pool (the trace records every execution that reached an NPU).
     filters = {"label": f"flowkit.run={run.id}", "event": "create"}
     until = int(time.time()) + 1
     created = list(docker_engine.events(since=since, until=until, decode=True, filters=filters))
     assert created == []
+    assert NodeExecution.objects.get(run=run).container_id == ""
 
 
 def test_resolution_is_audited_with_names_run_and_node_but_no_value(celery_worker, admin):

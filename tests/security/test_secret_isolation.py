@@ -10,6 +10,7 @@ import time
 from control_unit.actions import do_start_node_test_run
 from secret_manager.actions import do_set_secret
 from secret_manager.models import SecretAuditEvent
+from tests.integration.conftest import wait_for_npu
 from tests.security.conftest import node_code, nodes_of, single_node_run, wait_for_run
 
 MINE = "mine-3f1c8e-value-the-node-may-use"
@@ -122,10 +123,7 @@ def test_another_run_s_secret_cannot_be_taken_from_its_live_npu(sandbox, docker_
     set_secrets()
     neighbour = single_node_run(NEIGHBOUR, name=f"neighbour {time.monotonic_ns()}")
     # The attack starts while the neighbour's NPU holds its secret.
-    deadline = time.monotonic() + 30
-    while not docker_engine.containers.list(filters={"label": f"flowkit.run={neighbour.id}"}):
-        assert time.monotonic() < deadline, "the neighbour's NPU never started"
-        time.sleep(0.05)
+    wait_for_npu(docker_engine, neighbour)
     gateway = host_addresses(docker_engine).npu_gateway
     hunt = do_start_node_test_run(
         code=HUNT, inputs={"gateway": gateway}, limits={"network": True}, label="hunt"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from web_ui.cli.main import console, errors
@@ -45,7 +46,7 @@ def print_queues(args: argparse.Namespace) -> int:
             else parse_capabilities(args.capabilities)
         )
     except CapabilityError as exc:
-        errors.print(f"[red]--capabilities:[/red] {exc}", markup=False)
+        errors.print(f"[red]--capabilities:[/red] {escape(str(exc))}")
         return 2
     print(",".join(worker_queues(settings.FLOWKIT_CELERY_QUEUE, capabilities)))
     return 0
@@ -78,7 +79,7 @@ def drain_worker(args: argparse.Namespace) -> int:
     try:
         order = do_drain_worker(args.name)
     except DrainError as exc:
-        errors.print(f"[red]cannot drain:[/red] {exc}", markup=False)
+        errors.print(f"[red]cannot drain:[/red] {escape(str(exc))}")
         return 1
     console.print(
         f"{order.worker} no longer takes nodes from {', '.join(order.queues)}; it finishes the nodes it "

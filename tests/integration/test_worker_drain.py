@@ -31,9 +31,13 @@ from web_ui.cli.main import main as flowkit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-LONG = node_code("import time\ntime.sleep(6)  # the drain is ordered while the node is here\nvalue = 'long'")
+LONG = node_code("import time\ntime.sleep(4)  # the drain is ordered while the node is here\nvalue = 'long'")
 QUICK = node_code("value = 'quick'")
 # Fails its first attempt; the retry waits out its backoff on the worker that fetched it.
+# The backoff outlasts the long node by far: a held retry that falls due while the
+# drained worker still finishes its running nodes may run there (Celery's timer keeps
+# going during a warm shutdown); one still waiting when it exits goes back to the queue.
+RETRY_BACKOFF_S = 20
 FLAKY = node_code(
     "value = node.attempt\nif node.attempt == 1:\n    raise RuntimeError('first attempt fails')"
 )
@@ -69,7 +73,7 @@ def test_a_drained_worker_finishes_its_node_takes_nothing_new_hands_back_what_it
 ):
     first = start(workers, "first", worker_queue, tmp_path)
     long_run = single_node_run(LONG, "long", timeout_s=60)
-    flaky_run = single_node_run(FLAKY, "flaky", retries=1, backoff_s=8)
+    flaky_run = single_node_run(FLAKY, "flaky", retries=1, backoff_s=RETRY_BACKOFF_S)
     wait_for_node(long_run, "n", ("running",), wait_s=60)
     wait_until("the retry waits out its backoff on the first worker", lambda: holds_a_scheduled_task(first))
     second = start(workers, "second", worker_queue, tmp_path)

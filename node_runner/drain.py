@@ -5,9 +5,7 @@ queue the worker consumes (it stops fetching at once, and its reply proves it go
 order), then ``shutdown``, which is Celery's warm shutdown: the nodes it runs finish,
 and the messages it had fetched but not started go back to their queue (they are
 acknowledged late, so the broker still holds them; Redis restores a closing
-connection's unacknowledged messages). A held retry whose backoff ends before the
-running nodes finish may still run on this worker: Celery's timer keeps firing during
-a warm shutdown. The worker's status shows ``draining`` from
+connection's unacknowledged messages). The worker's status shows ``draining`` from
 the order until its last heartbeat, which says ``stopped``.
 """
 

@@ -33,11 +33,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 LONG = node_code("import time\ntime.sleep(4)  # the drain is ordered while the node is here\nvalue = 'long'")
 QUICK = node_code("value = 'quick'")
-# Fails its first attempt; the retry waits out its backoff on the worker that fetched it.
-# The backoff outlasts the long node by far: a held retry that falls due while the
-# drained worker still finishes its running nodes may run there (Celery's timer keeps
-# going during a warm shutdown); one still waiting when it exits goes back to the queue.
-RETRY_BACKOFF_S = 20
+# Fails its first attempt; the retry waits out its backoff (15 to 45 s with the jitter)
+# on the worker that fetched it, well past the long node's end, so the drained worker
+# exits while still holding it.
+RETRY_BACKOFF_S = 30
 FLAKY = node_code(
     "value = node.attempt\nif node.attempt == 1:\n    raise RuntimeError('first attempt fails')"
 )
@@ -76,11 +75,11 @@ def test_a_drained_worker_finishes_its_node_takes_nothing_new_hands_back_what_it
     flaky_run = single_node_run(FLAKY, "flaky", retries=1, backoff_s=RETRY_BACKOFF_S)
     wait_for_node(long_run, "n", ("running",), wait_s=60)
     wait_until("the retry waits out its backoff on the first worker", lambda: holds_a_scheduled_task(first))
-    second = start(workers, "second", worker_queue, tmp_path)
 
     assert flowkit(["workers", "drain", first]) == 0
     assert "no longer takes nodes" in capsys.readouterr().out
     assert WorkerStatus.objects.get(name=first).state == "draining"
+    second = start(workers, "second", worker_queue, tmp_path)
     quick_run = single_node_run(QUICK, "quick")
 
     for run in (long_run, flaky_run, quick_run):

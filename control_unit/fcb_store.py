@@ -37,6 +37,10 @@ def _graph_of_version(version_id: int) -> Graph:
     return parse_graph(document)
 
 
+def graph_of_version(version_id: int) -> Graph:
+    return _graph_of_version(version_id)
+
+
 def graph_of(run: Run) -> Graph:
     return _graph_of_version(run.version_id)
 
@@ -122,7 +126,8 @@ def save_step(run: Run, before: Fcb, step: Step, rows: dict[str, NodeRun]) -> No
     )
     if created:
         trace_recorder.record(run.id, [_transition_draft(t, after, now) for t in step.transitions])
-    dispatches = [(d.node_id, d.attempt, d.delay_s) for d in step.dispatches]
+    graph = graph_of(run)
+    dispatches = [(d.node_id, d.attempt, d.delay_s, graph.nodes[d.node_id].requires) for d in step.dispatches]
     if dispatches:
         run_id = str(run.id)
         transaction.on_commit(lambda: _send(run_id, dispatches))
@@ -152,13 +157,18 @@ def _transition_draft(transition: Transition, fcb: Fcb, at: datetime) -> trace_r
     )
 
 
-def _send(run_id: str, dispatches: list[tuple[str, int, float]]) -> None:
+def _send(run_id: str, dispatches: list[tuple[str, int, float, tuple[str, ...]]]) -> None:
+    from control_unit.worker_wait import note_waiting_nodes
+    from node_runner.routing import queue_for
     from node_runner.tasks import run_node
 
-    for node_id, attempt, delay_s in dispatches:
+    base = settings.FLOWKIT_CELERY_QUEUE
+    for node_id, attempt, delay_s, requires in dispatches:
         try:
+            # The queue carries the node's capability wishes: only workers that offer
+            # all of them consume it (node_runner.routing).
             run_node.apply_async(
-                (run_id, node_id, attempt), countdown=delay_s or None, queue=settings.FLOWKIT_CELERY_QUEUE
+                (run_id, node_id, attempt), countdown=delay_s or None, queue=queue_for(base, requires)
             )
         except Exception:
             # The broker is unreachable (restarting, say). The node stays queued and
@@ -167,15 +177,32 @@ def _send(run_id: str, dispatches: list[tuple[str, int, float]]) -> None:
             log.warning(
                 "could not send node %s of run %s; it will be re-sent", node_id, run_id, exc_info=True
             )
+    waiting = [
+        (run_id, node_id, attempt, requires) for node_id, attempt, _, requires in dispatches if requires
+    ]
+    if waiting:
+        try:
+            note_waiting_nodes(waiting)
+        except Exception:
+            # Only the explanation is missing; the heartbeat's next check adds it.
+            log.warning("could not check the workers for run %s", run_id, exc_info=True)
 
 
 def send_dispatches(dispatches: list[tuple[str, str, int]]) -> None:
     """Send (run, node, attempt) dispatches now, grouped by run."""
-    by_run: dict[str, list[tuple[str, int, float]]] = {}
+    by_run: dict[str, list[tuple[str, int]]] = {}
     for run_id, node_id, attempt in dispatches:
-        by_run.setdefault(run_id, []).append((node_id, attempt, 0.0))
+        by_run.setdefault(run_id, []).append((node_id, attempt))
+    versions = {
+        str(run_id): version_id
+        for run_id, version_id in Run.objects.filter(id__in=list(by_run)).values_list("id", "version_id")
+    }
     for run_id, items in by_run.items():
-        _send(run_id, items)
+        version_id = versions.get(run_id)
+        if version_id is None:
+            continue
+        graph = _graph_of_version(version_id)
+        _send(run_id, [(node_id, attempt, 0.0, graph.nodes[node_id].requires) for node_id, attempt in items])
 
 
 def _row_values(record: NodeRecord) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard, TypeVar
 
 from node_runner.limits import LIMIT_BOUNDS
+from node_runner.routing import CAPABILITY_RULE, MAX_CAPABILITIES, is_capability
 
 SCHEMA_VERSION = 1
 NODE_ID_PATTERN = r"[A-Za-z_][A-Za-z0-9_-]{0,63}"
@@ -111,9 +112,12 @@ class NodeSpec:
     backoff_s: float = DEFAULT_BACKOFF_S
     image: str | None = None
     continue_on_error: bool = False
+    # Worker capabilities the node needs (node_runner.routing), sorted and unique.
+    requires: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "requires", tuple(sorted(set(self.requires))))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "limits", _FrozenMap(self.limits))
 
@@ -419,6 +423,7 @@ class _Validator:
         continue_on_error = self.optional(
             raw, "continue_on_error", False, bool, "true or false", name, problem
         )
+        requires = self.check_requires(raw.get("requires"), name, problem)
         if node_id is None:
             return
         self.node_places.setdefault(node_id, []).append(index)
@@ -438,6 +443,7 @@ class _Validator:
                 backoff_s=limits.backoff_s,
                 image=limits.image,
                 continue_on_error=continue_on_error,
+                requires=requires,
             )
         )
 
@@ -452,6 +458,40 @@ class _Validator:
             problem("invalid_node", f"{name} has a {key} that is {_kind(value)}, but it must be {wanted}")
             return default
         return value
+
+    @staticmethod
+    def check_requires(value: Any, name: str, problem: _Report) -> tuple[str, ...]:
+        """The worker capabilities a node asks for: it runs only on a worker declaring
+        all of them (FLOWKIT_WORKER_CAPABILITIES)."""
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            problem(
+                "invalid_requires",
+                f"{name} has requires that is {_kind(value)}, but it must be a list of capabilities "
+                'such as ["gpu"]',
+            )
+            return ()
+        wanted: list[str] = []
+        for index, item in enumerate(value):
+            if not is_capability(item):
+                problem(
+                    "invalid_requires",
+                    f"{name} requires {_show(item)} (requires[{index}]), which is not a capability: "
+                    f"{CAPABILITY_RULE}",
+                )
+            elif item in wanted:
+                problem("invalid_requires", f"{name} requires {_q(item)} more than once")
+            else:
+                wanted.append(item)
+        if len(wanted) > MAX_CAPABILITIES:
+            problem(
+                "invalid_requires",
+                f"{name} requires {len(wanted)} capabilities, but a worker declares at most "
+                f"{MAX_CAPABILITIES}, so no worker could take it",
+            )
+            return ()
+        return tuple(sorted(wanted))
 
     def check_code(self, raw: dict[Any, Any], name: str, problem: _Report) -> str:
         code = raw.get("code")

@@ -18,21 +18,25 @@ import logging
 import os
 import socket
 import threading
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import psutil
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
+from kombu.exceptions import ChannelError
 
 from control_unit.run_actions import do_fail_stranded_attempts, do_redispatch_overdue
+from control_unit.worker_wait import do_note_waiting_nodes
 from node_runner.container_spec import ROLE_LABEL, ROLE_NPU
 from node_runner.docker_engine import engine
 from node_runner.reaper import reap_exited, reap_worker_containers
 from trace_monitor.models import NodeExecution, WorkerStatus
-from trace_monitor.resource_monitor import HostLoad, mark_lost_workers, record_heartbeat
+from trace_monitor.resource_monitor import HostLoad, WorkerPool, mark_lost_workers, record_heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +96,7 @@ def another_life_is_running(name: str) -> str | None:
     """Why a worker of this name other than this process may still be alive (two
     workers given the same name), or None when its previous life is surely over."""
     previous = WorkerStatus.objects.filter(name=name).values("host", "pid", "state", "last_seen").first()
-    if previous is None or previous["state"] != "online" or previous["pid"] == os.getpid():
+    if previous is None or previous["state"] not in ("online", "draining") or previous["pid"] == os.getpid():
         return None
     if previous["host"] == socket.gethostname():
         if psutil.pid_exists(previous["pid"]):
@@ -126,15 +130,52 @@ def recover_previous_life(name: str, started: float) -> None:
         )
 
 
+@dataclass
+class PoolWatch:
+    """The worker's pool as the heartbeat sees it: its size now, its bounds, and the
+    recent changes of its size (Celery's autoscaler makes them; this only records
+    each with the queue depth seen at the time, for the resource monitor)."""
+
+    concurrency: int
+    concurrency_min: int = 0
+    size: int = 0
+    history: deque[dict[str, Any]] = field(default_factory=deque)
+
+    def observe(self, size: int, queue_depth: int, keep: int) -> None:
+        if self.size and size != self.size:
+            self.history.append(
+                {"at": timezone.now().isoformat(), "from": self.size, "to": size, "queue_depth": queue_depth}
+            )
+            while len(self.history) > keep:
+                self.history.popleft()
+        self.size = size
+
+
 class Heartbeat:
-    def __init__(self, name: str, concurrency: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        concurrency: int,
+        *,
+        worker: Any = None,
+        queues: list[str] | None = None,
+        concurrency_min: int = 0,
+    ) -> None:
         self.name = name
-        self.concurrency = concurrency
+        self.worker = worker  # Celery's WorkController: its pool and broker connection
+        self.queues = list(queues or [])
+        self.pool = PoolWatch(concurrency, concurrency_min)
         # When the worker's main process started: everything of this life (its pool's
         # NPUs too, started before Celery reports the worker ready) comes after it.
         self.started = psutil.Process().create_time()
+        # Set when a warm shutdown begins (SIGTERM): the worker finishes its nodes.
+        self.draining = False
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._beat_until_stopped, name="heartbeat", daemon=True)
+
+    @property
+    def concurrency(self) -> int:
+        return self.pool.concurrency
 
     def start(self) -> None:
         self._thread.start()
@@ -146,6 +187,8 @@ class Heartbeat:
             self.beat(state="stopped", npus=[])
 
     def beat(self, *, state: str = "online", npus: list[dict[str, Any]] | None = None) -> None:
+        depth = self.queue_depth()
+        self.pool.observe(self.pool_size(), depth, settings.FLOWKIT_WORKER_SCALING_HISTORY)
         record_heartbeat(
             name=self.name,
             host=socket.gethostname(),
@@ -153,8 +196,38 @@ class Heartbeat:
             concurrency=self.concurrency,
             load=host_load(),
             npus=running_npus(self.name) if npus is None else npus,
-            state=state,
+            state="draining" if state == "online" and self.draining else state,
+            pool=WorkerPool(
+                concurrency_min=self.pool.concurrency_min,
+                size=self.pool.size,
+                queue_depth=depth,
+                scaling=list(self.pool.history),
+                capabilities=list(settings.FLOWKIT_WORKER_CAPABILITIES),
+                queues=self.queues,
+            ),
         )
+
+    def pool_size(self) -> int:
+        pool = getattr(self.worker, "pool", None)
+        try:
+            return int(pool.num_processes) if pool is not None else self.concurrency
+        except AttributeError:
+            # The pool is starting or stopping; the last size still holds.
+            return self.pool.size or self.concurrency
+
+    def queue_depth(self) -> int:
+        """Messages waiting in the queues this worker consumes (not those it holds)."""
+        if self.worker is None or not self.queues:
+            return 0
+        depth = 0
+        with self.worker.app.connection_for_read() as connection:
+            channel = connection.default_channel
+            for queue in self.queues:
+                # Redis has no list for an empty queue, and a passive declare of a
+                # missing queue is an error: nothing waits there.
+                with contextlib.suppress(ChannelError):
+                    depth += channel.queue_declare(queue=queue, passive=True).message_count
+        return depth
 
     def _beat_until_stopped(self) -> None:
         recovered = False
@@ -169,6 +242,7 @@ class Heartbeat:
                 recover_lost_workers()
                 reap_exited(self.name)
                 do_redispatch_overdue(settings.FLOWKIT_REDISPATCH_AFTER_S)
+                do_note_waiting_nodes()
             except Exception:
                 # The monitor shows the worker as silent; the worker keeps running nodes.
                 log.warning("heartbeat of %s failed", self.name, exc_info=True)
@@ -182,9 +256,26 @@ _heartbeat: Heartbeat | None = None
 def _start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
     global _heartbeat
     name = getattr(sender, "hostname", None) or f"worker@{socket.gethostname()}"
-    concurrency = getattr(getattr(sender, "controller", None), "concurrency", 0) or 0
-    _heartbeat = Heartbeat(name, int(concurrency))
+    controller = getattr(sender, "controller", None)
+    concurrency = getattr(controller, "concurrency", 0) or 0
+    autoscaler = getattr(controller, "autoscaler", None)
+    app = getattr(sender, "app", None)
+    queues = sorted(app.amqp.queues.consume_from) if app is not None else []
+    _heartbeat = Heartbeat(
+        name,
+        int(getattr(autoscaler, "max_concurrency", 0) or concurrency),
+        worker=controller,
+        queues=queues,
+        concurrency_min=int(getattr(autoscaler, "min_concurrency", 0) or 0),
+    )
     _heartbeat.start()
+
+
+@worker_shutting_down.connect
+def _draining(**kwargs: Any) -> None:
+    # A warm shutdown (SIGTERM, a rolling restart) finishes the running nodes first.
+    if _heartbeat is not None:
+        _heartbeat.draining = True
 
 
 @worker_shutdown.connect

@@ -13,12 +13,14 @@ RUN = "run"  # a state change of the run itself
 # What the runner saw of one execution.
 STARTED, INPUTS, LOG, LOGS_DROPPED = "started", "inputs", "log", "logs_dropped"
 OUTPUTS, ERROR, FINISHED = "outputs", "error", "finished"
+# A queued node that no online worker can take yet (control_unit.worker_wait).
+WAITING = "waiting"
 
 TRANSITION_KINDS = frozenset(
     {QUEUED, RUNNING, RETRY, PAUSED, RESUMED, SUCCEEDED, FAILED, SKIPPED, CANCELLED, RUN}
 )
 EXECUTION_KINDS = frozenset({STARTED, INPUTS, LOG, LOGS_DROPPED, OUTPUTS, ERROR, FINISHED})
-ALL_KINDS = TRANSITION_KINDS | EXECUTION_KINDS
+ALL_KINDS = TRANSITION_KINDS | EXECUTION_KINDS | {WAITING}
 
 
 def transition_kind(node_id: str | None, source: str, target: str) -> str:

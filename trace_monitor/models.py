@@ -101,18 +101,27 @@ class ResourceSample(models.Model):
 
 
 class WorkerStatus(models.Model):
-    """The last heartbeat of a worker: its host's load and the NPUs it drives."""
+    """The last heartbeat of a worker: its host's load, the NPUs it drives, what it
+    offers (capabilities, the queues it consumes) and how its pool scales."""
 
     name = models.CharField(max_length=200, unique=True)
     host = models.CharField(max_length=200)
     pid = models.PositiveIntegerField()
-    concurrency = models.PositiveIntegerField(default=0)
+    concurrency = models.PositiveIntegerField(default=0)  # the most processes its pool may have
+    concurrency_min = models.PositiveIntegerField(default=0)  # the fewest (autoscaling); 0: fixed pool
+    pool_size = models.PositiveIntegerField(default=0)  # processes now
+    queue_depth = models.PositiveIntegerField(default=0)  # messages waiting in the queues it consumes
+    # Recent changes of pool_size, oldest first: {"at", "from", "to", "queue_depth"}.
+    scaling = models.JSONField(default=list)
+    capabilities = models.JSONField(default=list)
+    queues = models.JSONField(default=list)
     cpu_percent = models.FloatField(default=0.0)  # of the whole host
     cpu_count = models.PositiveIntegerField(default=1)
     memory_used_bytes = models.BigIntegerField(default=0)
     memory_total_bytes = models.BigIntegerField(default=0)
     npus = models.JSONField(default=list)
-    state = models.CharField(max_length=16, default="online")  # online, stopped, lost
+    # online, draining (takes nothing new, finishes its nodes, then exits), stopped, lost
+    state = models.CharField(max_length=16, default="online")
     started_at = models.DateTimeField()
     last_seen = models.DateTimeField()
 

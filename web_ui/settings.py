@@ -15,6 +15,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
+from node_runner.routing import CapabilityError, parse_capabilities
 from secret_manager.vault import load_keys
 from web_ui.env import env_bool, env_choice, env_float, env_int, env_list, env_secret, env_str
 
@@ -138,6 +139,16 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 FLOWKIT_CELERY_QUEUE = env_str("FLOWKIT_CELERY_QUEUE", "flowkit")
 CELERY_TASK_DEFAULT_QUEUE = FLOWKIT_CELERY_QUEUE
+# What this worker's host offers (comma separated, e.g. "gpu,network"): nodes that
+# require capabilities are sent to queues derived from FLOWKIT_CELERY_QUEUE and their
+# capability set, and a worker consumes the queue of every subset of its own
+# capabilities (node_runner.routing; at most 4 capabilities, 16 queues).
+try:
+    FLOWKIT_WORKER_CAPABILITIES = parse_capabilities(env_str("FLOWKIT_WORKER_CAPABILITIES", ""))
+except CapabilityError as exc:
+    raise ImproperlyConfigured(f"FLOWKIT_WORKER_CAPABILITIES: {exc}") from None
+# How many state changes of a worker's pool size (autoscaling) its status keeps.
+FLOWKIT_WORKER_SCALING_HISTORY = env_int("FLOWKIT_WORKER_SCALING_HISTORY", 20, minimum=1, maximum=1000)
 # A task must outlive its longest node before Redis hands it to another worker.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("FLOWKIT_CELERY_VISIBILITY_TIMEOUT_S", 4 * 3600, minimum=60)

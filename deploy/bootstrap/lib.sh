@@ -229,9 +229,12 @@ ensure_npu_egress_policy() {
 npu_bridge_name() { printf 'fk-%s' "$1" | cut -c1-15; }
 
 # Everything `make test` and `make bench` run against: the dev environment, the built
-# front end, Chromium, the services, the NPU image and its egress policy.
+# front end, Chromium, the services, the NPU image and its egress policy, and a
+# compose binary to check deploy/compose.yml with.
 ensure_test_stack() {
   ensure_python_env dev
+  # `docker-compose config` checks deploy/compose.yml (tests/unit/test_compose_file.py).
+  command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || apt_install docker-compose
   ensure_frontend
   ensure_chromium
   ensure_postgres

@@ -6,7 +6,9 @@ source "$(dirname "$0")/lib.sh"
 
 PORT=${FLOWKIT_PORT:-8000}
 BIND=${FLOWKIT_BIND:-127.0.0.1}
-WORKER_CONCURRENCY=${FLOWKIT_WORKER_CONCURRENCY:-2}
+# The worker's pool grows and shrinks between these (Celery's --autoscale MAX,MIN).
+WORKER_CONCURRENCY_MAX=${FLOWKIT_WORKER_CONCURRENCY_MAX:-${FLOWKIT_WORKER_CONCURRENCY:-2}}
+WORKER_CONCURRENCY_MIN=${FLOWKIT_WORKER_CONCURRENCY_MIN:-1}
 RUN_DIR=$FLOWKIT_HOME/run
 LOG_DIR=$FLOWKIT_HOME/log
 
@@ -74,8 +76,11 @@ stop_process worker
 # starts; other workers' NPUs on this engine (tests, other installations) are not ours.
 
 cd "$REPO"
-start_process worker "$VENV/bin/celery" -A node_runner worker --queues "${FLOWKIT_CELERY_QUEUE:-flowkit}" \
-  --concurrency "$WORKER_CONCURRENCY" --hostname "worker@%h" --loglevel INFO
+# The base queue and one queue per subset of FLOWKIT_WORKER_CAPABILITIES
+# (node_runner/routing.py), read from the same settings as the server.
+WORKER_QUEUES=$("$VENV/bin/flowkit" workers queues)
+start_process worker "$VENV/bin/celery" -A node_runner worker --queues "$WORKER_QUEUES" \
+  --autoscale "$WORKER_CONCURRENCY_MAX,$WORKER_CONCURRENCY_MIN" --hostname "worker@%h" --loglevel INFO
 start_process web "$VENV/bin/daphne" -b "$BIND" -p "$PORT" web_ui.asgi:application
 
 URL="http://$BIND:$PORT/"

@@ -63,17 +63,30 @@ def server_environment() -> dict[str, str]:
 
 
 def start_worker(
-    name: str, log_path: Path, env: dict[str, str] | None = None, wait: bool = True
+    name: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    autoscale: tuple[int, int] | None = None,
 ) -> WorkerProcess:
-    """A Celery worker process on this test process's queue, in its own process group
-    (so that a test can kill it and its pool children at once, like a crash)."""
-    queue = settings.FLOWKIT_CELERY_QUEUE
+    """A Celery worker process on this test process's queue (or ``env``'s
+    FLOWKIT_CELERY_QUEUE) and the capability queues of ``env``'s
+    FLOWKIT_WORKER_CAPABILITIES, as deploy/bootstrap/up.sh starts one, in its own
+    process group (so that a test can kill it and its pool children at once, like a
+    crash). ``autoscale`` (max, min) lets Celery size its pool, as make up does;
+    otherwise it has two processes."""
+    from node_runner.routing import parse_capabilities, worker_queues
+
+    env = env or {}
+    base = env.get("FLOWKIT_CELERY_QUEUE", settings.FLOWKIT_CELERY_QUEUE)
+    queues = ",".join(worker_queues(base, parse_capabilities(env.get("FLOWKIT_WORKER_CAPABILITIES", ""))))
+    pool = ["--autoscale", f"{autoscale[0]},{autoscale[1]}"] if autoscale else ["--concurrency", "2"]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "node_runner", "worker", "--queues", queue,
-             "--concurrency", "2", "--hostname", name, "--loglevel", "INFO",
+            [sys.executable, "-m", "celery", "-A", "node_runner", "worker", "--queues", queues,
+             *pool, "--hostname", name, "--loglevel", "INFO",
              "--without-mingle", "--without-gossip"],
-            cwd=REPO, env={**server_environment(), **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO, env={**server_environment(), **env}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     worker = WorkerProcess(process, name, log_path)
@@ -275,6 +288,35 @@ def wait_for_node(run: Any, node_id: str, states: tuple[str, ...], wait_s: float
 
 def nodes_of(run: Any) -> dict[str, Any]:
     return {node.node_id: node for node in run.node_runs.all()}
+
+
+@pytest.fixture
+def worker_queue(settings: Any) -> str:
+    """A base queue of this test's own, so that the test process's shared worker never
+    takes its nodes (dispatches read the queue from the settings when they are sent)."""
+    settings.FLOWKIT_CELERY_QUEUE = f"own-{os.getpid()}-{time.monotonic_ns()}"
+    return str(settings.FLOWKIT_CELERY_QUEUE)
+
+
+def quick_heartbeats(queue: str, **extra: str) -> dict[str, str]:
+    """The environment of a worker on ``queue`` that beats every 0.5 s (lost after 3 s)."""
+    return {
+        "FLOWKIT_WORKER_HEARTBEAT_S": "0.5",
+        "FLOWKIT_WORKER_LOST_AFTER_S": "3",
+        "FLOWKIT_CELERY_QUEUE": queue,
+        **extra,
+    }
+
+
+def wait_until(what: str, check: Any, wait_s: float = 30) -> Any:
+    """Poll ``check`` until it returns something true, and return that."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
 
 
 def npu_containers(engine: docker.DockerClient, run: Any, node_id: str | None = None) -> list[Any]:

@@ -26,7 +26,7 @@ def dispatched(monkeypatch):
 
     def record(run_id, dispatches):
         with lock:
-            sent.extend((run_id, node_id, attempt) for node_id, attempt, _ in dispatches)
+            sent.extend((run_id, node_id, attempt) for node_id, attempt, *_ in dispatches)
 
     monkeypatch.setattr(fcb_store, "_send", record)
     return sent

@@ -61,6 +61,8 @@ def needed_role(method: str, path: str) -> str | None:
         return "none"
     if path.startswith("/api/audit") or path.endswith("/secrets/audit"):
         return "admin"
+    if method == "POST" and path.startswith("/api/workers/"):
+        return "admin"  # draining a worker
     return "viewer" if method == "GET" else "editor"
 
 

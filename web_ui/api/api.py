@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ninja import NinjaAPI
 
-from web_ui.api import audit, me, node_tests, pipelines, runs, secrets, traces
+from web_ui.api import audit, me, node_tests, pipelines, runs, secrets, traces, workers
 from web_ui.api.auth import AUTH
 from web_ui.api.errors import install_error_handlers
 
@@ -24,3 +24,4 @@ api.add_router("", traces.router)
 api.add_router("/audit", audit.router)
 api.add_router("/node-tests", node_tests.router)
 api.add_router("/me", me.router)
+api.add_router("/workers", workers.router)

@@ -38,11 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
         run_commands,
         secret_commands,
         trace_commands,
+        worker_commands,
     )
 
     parser = argparse.ArgumentParser(prog="flowkit", description="FlowKit command line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    modules = (node_commands, run_commands, secret_commands, trace_commands, npu_commands, admin_commands)
+    modules = (
+        node_commands,
+        run_commands,
+        secret_commands,
+        trace_commands,
+        npu_commands,
+        admin_commands,
+        worker_commands,
+    )
     for module in modules:
         module.register(commands)
     return parser

@@ -163,6 +163,8 @@ export const api = {
     label: string;
   }) => request<{ id: string; state: string }>("POST", "/node-tests", body),
   getNodeTest: (id: string) => request<NodeTest>("GET", `/node-tests/${q(id)}`),
+  drainWorker: (name: string) =>
+    request<{ worker: string; state: string; queues: string[] }>("POST", `/workers/${q(name)}/drain`),
 };
 
 export function messageOf(error: unknown): string {

@@ -122,6 +122,20 @@ describe("monitorReducer", () => {
     expect(state.run).toMatchObject({ state: "failed", reason: "node b failed", finished_at: AT });
   });
 
+  it("shows why a queued node waits for a worker, until it runs", () => {
+    const reason = "waiting for a worker with capability gpu: none is online";
+    const waiting = apply(started, {
+      type: "events",
+      events: [event(4, "waiting", "a", { reason, requires: ["gpu"] })],
+    });
+    expect(waiting.nodes.a).toMatchObject({ state: "queued", reason });
+    const running = apply(waiting, {
+      type: "events",
+      events: [event(5, "running", "a", { source: "queued", target: "running" })],
+    });
+    expect(running.nodes.a).toMatchObject({ state: "running", reason: "" });
+  });
+
   it("ignores events it has seen, so a reconnect that overlaps changes nothing", () => {
     const once = apply(started, {
       type: "events",

@@ -298,6 +298,11 @@ function applyEvent(state: MonitorState, event: TraceEvent): MonitorState {
     });
   }
   switch (event.kind) {
+    case "waiting":
+      // Queued, and no online worker offers the capabilities the node requires.
+      return withNode(state, nodeId, (node) =>
+        node.state === "queued" ? { ...node, reason: String(data.reason ?? node.reason) } : node,
+      );
     case "inputs":
       return withNode(state, nodeId, (node) => ({
         ...node,

@@ -1,20 +1,27 @@
 // The resource monitor: every worker with its host's CPU and memory, and the NPUs it
 // drives with their CPU, memory, network and pids, live from /ws/monitor/. A dropped
 // connection is retried with backoff; each connection starts with a fresh snapshot.
+// Each worker shows what it offers (capabilities), its pool and the queue depth it
+// sees, the autoscaler's recent decisions, and, for admins, a Drain button.
 
 import { useEffect, useReducer, useState } from "react";
 import { Link } from "react-router-dom";
+import { api, messageOf } from "../api";
 import { formatBytes, formatPercent } from "../monitor/LineChart";
 import { retryDelayMs } from "../monitor/useRunStream";
 import {
   initialResourceState,
   npuKey,
+  poolText,
+  recentScaling,
   resourceReducer,
+  scalingLine,
   sortedWorkers,
   type MonitorFrame,
   type ResourceState,
   type Worker,
 } from "../resources/resourceState";
+import { useMe } from "../session";
 
 function Bar({ label, fraction, text }: { label: string; fraction: number | null; text: string }) {
   const clamped = fraction === null ? 0 : Math.max(0, Math.min(1, fraction));
@@ -40,7 +47,61 @@ function Bar({ label, fraction, text }: { label: string; fraction: number | null
   );
 }
 
+function DrainButton({ worker }: { worker: Worker }) {
+  const [error, setError] = useState("");
+  const [busy, setBusy] = useState(false);
+  async function drain() {
+    if (
+      !window.confirm(`Drain ${worker.name}? It takes no new nodes, finishes its running ones, then exits.`)
+    )
+      return;
+    setBusy(true);
+    setError("");
+    try {
+      // The worker's next frames show draining, then stopped.
+      await api.drainWorker(worker.name);
+    } catch (exc) {
+      setError(messageOf(exc));
+    } finally {
+      setBusy(false);
+    }
+  }
+  return (
+    <>
+      <button type="button" onClick={drain} disabled={busy} aria-label={`Drain ${worker.name}`}>
+        Drain
+      </button>
+      {error ? (
+        <span className="fk-error" role="alert">
+          {error}
+        </span>
+      ) : null}
+    </>
+  );
+}
+
+function Scaling({ worker }: { worker: Worker }) {
+  const changes = recentScaling(worker);
+  return (
+    <>
+      <p className="fk-muted" data-testid="pool">
+        Pool: {poolText(worker)} · queue depth {worker.queue_depth ?? 0}
+      </p>
+      {changes.length ? (
+        <ul className="fk-compact" aria-label={`Scaling of ${worker.name}`}>
+          {changes.map((change) => (
+            <li key={`${change.at}-${change.to}`}>
+              {new Date(change.at).toLocaleTimeString()}: {scalingLine(change)}
+            </li>
+          ))}
+        </ul>
+      ) : null}
+    </>
+  );
+}
+
 function WorkerCard({ worker, latest }: { worker: Worker; latest: ResourceState["latest"] }) {
+  const me = useMe();
   const cpu = worker.cpu_percent;
   const memory =
     worker.memory_used_bytes !== null && worker.memory_total_bytes
@@ -49,12 +110,18 @@ function WorkerCard({ worker, latest }: { worker: Worker; latest: ResourceState[
   return (
     <article className="fk-worker" aria-label={`Worker ${worker.name}`} data-worker={worker.name}>
       <h2>
-        {worker.name} <span className={`fk-state fk-worker-${worker.state}`}>{worker.state}</span>
+        {worker.name} <span className={`fk-state fk-worker-${worker.state}`}>{worker.state}</span>{" "}
+        {me.role === "admin" && worker.state === "online" ? <DrainButton worker={worker} /> : null}
       </h2>
       <p className="fk-muted">
         {worker.host}, pid {worker.pid}, {worker.concurrency} slots, {worker.cpu_count ?? "?"} CPUs · last
         heartbeat {new Date(worker.last_seen).toLocaleTimeString()}
       </p>
+      <p className="fk-muted" data-testid="capabilities">
+        Capabilities:{" "}
+        {worker.capabilities?.length ? worker.capabilities.join(", ") : "none (plain nodes only)"}
+      </p>
+      <Scaling worker={worker} />
       <Bar
         label="Host CPU"
         fraction={cpu === null ? null : cpu / 100}

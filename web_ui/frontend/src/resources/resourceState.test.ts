@@ -1,5 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { initialResourceState, npuKey, resourceReducer, sortedWorkers, type Worker } from "./resourceState";
+import {
+  initialResourceState,
+  npuKey,
+  poolText,
+  recentScaling,
+  resourceReducer,
+  scalingLine,
+  sortedWorkers,
+  type Worker,
+} from "./resourceState";
 
 function worker(name: string, state = "online", npus: Worker["npus"] = []): Worker {
   return {
@@ -75,5 +84,43 @@ describe("resourceReducer", () => {
       worker: { ...worker("w1", "online", []), last_seen: "2026-11-22T23:00:00Z" },
     });
     expect(state.latest).toEqual({});
+  });
+});
+
+describe("autoscaling", () => {
+  const scaled: Worker = {
+    ...worker("w"),
+    concurrency: 4,
+    concurrency_min: 1,
+    pool_size: 3,
+    queue_depth: 12,
+    scaling: [
+      { at: "2026-11-22T22:00:01Z", from: 1, to: 2, queue_depth: 5 },
+      { at: "2026-11-22T22:00:02Z", from: 2, to: 4, queue_depth: 12 },
+      { at: "2026-11-22T22:00:09Z", from: 4, to: 3, queue_depth: 0 },
+    ],
+  };
+
+  it("says each decision with the queue depth seen then", () => {
+    expect(scalingLine(scaled.scaling![1])).toBe("concurrency 2→4 (queue depth 12)");
+  });
+
+  it("lists the newest decisions first", () => {
+    expect(recentScaling(scaled, 2).map((change) => change.to)).toEqual([3, 4]);
+  });
+
+  it("shows the pool size within its bounds, or a fixed pool", () => {
+    expect(poolText(scaled)).toBe("3 of 1–4 processes");
+    expect(poolText(worker("fixed"))).toBe("2 processes");
+  });
+
+  it("sorts draining workers after online ones", () => {
+    const state = resourceReducer(initialResourceState, {
+      type: "snapshot",
+      heartbeat_s: 2,
+      workers: [worker("a", "draining"), worker("b", "stopped"), worker("c")],
+      samples: [],
+    });
+    expect(sortedWorkers(state).map((w) => w.name)).toEqual(["c", "a", "b"]);
   });
 });

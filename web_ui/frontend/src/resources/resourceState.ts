@@ -11,12 +11,26 @@ export interface Npu {
   attempt?: number | null;
 }
 
+/** One change of a worker's pool size, made by Celery's autoscaler. */
+export interface ScalingChange {
+  at: string;
+  from: number;
+  to: number;
+  queue_depth: number;
+}
+
 export interface Worker {
   name: string;
   host: string;
   pid: number;
-  state: string; // online | silent | stopped
-  concurrency: number;
+  state: string; // online | draining | silent | stopped | lost
+  concurrency: number; // the most processes its pool may have
+  concurrency_min?: number; // the fewest (autoscaling); 0: a fixed pool
+  pool_size?: number;
+  queue_depth?: number;
+  scaling?: ScalingChange[];
+  capabilities?: string[];
+  queues?: string[];
   cpu_percent: number | null;
   cpu_count: number | null;
   memory_used_bytes: number | null;
@@ -86,8 +100,25 @@ export function resourceReducer(state: ResourceState, frame: MonitorFrame): Reso
 }
 
 export function sortedWorkers(state: ResourceState): Worker[] {
-  const rank: Record<string, number> = { online: 0, silent: 1, stopped: 2 };
+  const rank: Record<string, number> = { online: 0, draining: 1, silent: 2, stopped: 3 };
   return Object.values(state.workers).sort(
-    (a, b) => (rank[a.state] ?? 3) - (rank[b.state] ?? 3) || a.name.localeCompare(b.name),
+    (a, b) => (rank[a.state] ?? 4) - (rank[b.state] ?? 4) || a.name.localeCompare(b.name),
   );
+}
+
+/** "concurrency 2→4 (queue depth 12)": one scaling decision, as the monitor lists it. */
+export function scalingLine(change: ScalingChange): string {
+  return `concurrency ${change.from}→${change.to} (queue depth ${change.queue_depth})`;
+}
+
+/** The newest scaling decisions first, at most ``limit``. */
+export function recentScaling(worker: Worker, limit = 5): ScalingChange[] {
+  return [...(worker.scaling ?? [])].reverse().slice(0, limit);
+}
+
+/** "2 of 1–4 processes", or "2 processes" for a fixed pool. */
+export function poolText(worker: Worker): string {
+  const size = worker.pool_size ?? worker.concurrency;
+  if (worker.concurrency_min) return `${size} of ${worker.concurrency_min}–${worker.concurrency} processes`;
+  return `${size} process${size === 1 ? "" : "es"}`;
 }

@@ -42,6 +42,7 @@ from node_runner.limits import NodeLimits
 from node_runner.npu_execution import ensure_npu_network
 from node_runner.ready_npu import NpuUnavailable, ReadyNpu, discard, remove_npu, start_npu
 from node_runner.reaper import reap_worker_containers
+from node_runner.routing import worker_queues
 
 log = logging.getLogger(__name__)
 
@@ -289,10 +290,17 @@ def pooled_npu_launcher(worker: str) -> Callable[[PoolProfile], ReadyNpu]:
     return launch
 
 
-def queued_nodes(queue: str) -> Callable[[], int]:
-    """How many node jobs wait in ``queue`` on the Redis broker."""
+def queued_nodes(queues: list[str]) -> Callable[[], int]:
+    """How many node jobs wait in ``queues`` on the Redis broker (one list per queue)."""
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=1.0)
-    return lambda: int(client.llen(queue))  # type: ignore[arg-type]
+
+    def count() -> int:
+        with client.pipeline(transaction=False) as pipeline:
+            for queue in queues:
+                pipeline.llen(queue)
+            return sum(int(length) for length in pipeline.execute())
+
+    return count
 
 
 # This process's pool (a prefork child's), and the worker's name, which the main
@@ -317,7 +325,8 @@ def _fill_pool(**kwargs: Any) -> None:
     bounds = PoolBounds.from_settings()
     if _worker_name is None or bounds.maximum == 0:
         return
-    _pool = WarmPool(bounds, pooled_npu_launcher(_worker_name), queued_nodes(settings.FLOWKIT_CELERY_QUEUE))
+    queues = worker_queues(settings.FLOWKIT_CELERY_QUEUE, settings.FLOWKIT_WORKER_CAPABILITIES)
+    _pool = WarmPool(bounds, pooled_npu_launcher(_worker_name), queued_nodes(queues))
     _pool.keep_warm(PoolProfile.of(NodeLimits.defaults()))
     _pool.start()
 

@@ -172,3 +172,21 @@ def test_the_pooled_npus_of_a_crashed_worker_exit_and_its_next_life_removes_them
         assert waiting_npus(docker_engine, next_life).isdisjoint(orphans)
     finally:
         stop_worker(next_life)
+
+
+def test_the_pool_counts_the_nodes_waiting_in_every_queue_its_worker_consumes(settings):
+    import redis
+
+    from node_runner.routing import worker_queues
+    from node_runner.warm_pool import queued_nodes
+
+    base = f"depth-{os.getpid()}-{time.monotonic_ns()}"
+    queues = worker_queues(base, ["gpu"])
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        client.rpush(queues[0], "a", "b")
+        client.rpush(queues[1], "c", "d", "e")
+        client.rpush(f"{base}-other", "not ours")
+        assert queued_nodes(queues)() == 5
+    finally:
+        client.delete(*queues, f"{base}-other")

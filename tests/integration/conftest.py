@@ -11,7 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,16 +64,21 @@ def server_environment() -> dict[str, str]:
 
 
 def start_worker(
-    name: str, log_path: Path, env: dict[str, str] | None = None, wait: bool = True
+    name: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    on: Callable[[list[str]], list[str]] = list,
 ) -> WorkerProcess:
     """A Celery worker process on this test process's queue, in its own process group
-    (so that a test can kill it and its pool children at once, like a crash)."""
+    (so that a test can kill it and its pool children at once, like a crash). ``on``
+    wraps the command, e.g. to run it on another host (tests/integration/hosts.py)."""
     queue = settings.FLOWKIT_CELERY_QUEUE
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "node_runner", "worker", "--queues", queue,
-             "--concurrency", "2", "--hostname", name, "--loglevel", "INFO",
-             "--without-mingle", "--without-gossip"],
+            on([sys.executable, "-m", "celery", "-A", "node_runner", "worker", "--queues", queue,
+                "--concurrency", "2", "--hostname", name, "--loglevel", "INFO",
+                "--without-mingle", "--without-gossip"]),
             cwd=REPO, env={**server_environment(), **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
@@ -300,3 +306,73 @@ def wait_for_npu(engine: docker.DockerClient, run: Any, wait_s: float = 30) -> A
         assert time.monotonic() < deadline, "the NPU never started"
         time.sleep(0.05)
     return containers[0]
+
+
+# Workers that fail: shared by the worker loss, separate hosts and rolling restart tests.
+
+
+def fast(queue: str) -> dict[str, str]:
+    """A worker's environment for tests of lost workers: fast heartbeats, lost after
+    3 s of silence, on the test's own queue."""
+    return {
+        "FLOWKIT_WORKER_HEARTBEAT_S": "0.5",
+        "FLOWKIT_WORKER_LOST_AFTER_S": "3",
+        "FLOWKIT_CELERY_QUEUE": queue,
+    }
+
+
+@pytest.fixture
+def own_queue(settings: Any) -> str:
+    """A queue of this test's own: the test process's other worker must not take its
+    nodes (dispatches read the queue from the settings when they are sent)."""
+    settings.FLOWKIT_CELERY_QUEUE = f"loss-{os.getpid()}-{time.monotonic_ns()}"
+    return str(settings.FLOWKIT_CELERY_QUEUE)
+
+
+def crash(worker: WorkerProcess) -> None:
+    """SIGKILL of the worker's whole process group, like a crashed host."""
+    os.killpg(worker.process.pid, signal.SIGKILL)
+    worker.process.wait(timeout=10)
+
+
+def assert_no_npu_left(docker_engine: docker.DockerClient, worker: str, wait_s: float = 10) -> None:
+    """No NPU the crashed worker started is left, running or not."""
+    deadline = time.monotonic() + wait_s
+    while docker_engine.containers.list(all=True, sparse=True, filters={"label": f"flowkit.worker={worker}"}):
+        assert time.monotonic() < deadline, f"an NPU of {worker} was not removed"
+        time.sleep(0.2)
+
+
+class SideEffects:
+    """A local service that applies each request once per Idempotency-Key."""
+
+    def __init__(self) -> None:
+        self.received: Counter[str] = Counter()
+        self.applied: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        effects = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                key = self.headers.get("Idempotency-Key", "")
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with effects.lock:
+                    effects.received[key] += 1
+                    if key not in effects.applied:
+                        effects.applied[key] += 1
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def side_effects() -> Iterator[tuple[SideEffects, str]]:
+    effects = SideEffects()
+    with host_server_for_npus(effects.handler()) as url:
+        yield effects, f"{url}/effect"

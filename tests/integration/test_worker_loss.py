@@ -6,13 +6,9 @@ node's side effect, sent with its idempotency key, is applied once."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -20,7 +16,9 @@ from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
 from tests.integration.conftest import (
     WorkerProcess,
-    host_server_for_npus,
+    assert_no_npu_left,
+    crash,
+    fast,
     nodes_of,
     start_worker,
     stop_worker,
@@ -32,51 +30,7 @@ from trace_monitor.models import NodeExecution, WorkerStatus
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def fast(queue: str) -> dict[str, str]:
-    """Fast heartbeats, so that ten losses fit in a test: lost after 3 s of silence."""
-    return {
-        "FLOWKIT_WORKER_HEARTBEAT_S": "0.5",
-        "FLOWKIT_WORKER_LOST_AFTER_S": "3",
-        "FLOWKIT_CELERY_QUEUE": queue,
-    }
-
-
 KILLS = 10
-
-
-class SideEffects:
-    """A local service that applies each request once per Idempotency-Key."""
-
-    def __init__(self) -> None:
-        self.received: Counter[str] = Counter()
-        self.applied: Counter[str] = Counter()
-        self.lock = threading.Lock()
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        effects = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                key = self.headers.get("Idempotency-Key", "")
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with effects.lock:
-                    effects.received[key] += 1
-                    if key not in effects.applied:
-                        effects.applied[key] += 1
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        return Handler
-
-
-@pytest.fixture
-def side_effects() -> Iterator[tuple[SideEffects, str]]:
-    effects = SideEffects()
-    with host_server_for_npus(effects.handler()) as url:
-        yield effects, f"{url}/effect"
 
 
 def effect_node(url: str) -> str:
@@ -96,14 +50,6 @@ def effect_node(url: str) -> str:
 
 
 @pytest.fixture
-def own_queue(settings) -> str:
-    """A queue of this test's own: the test process's other worker must not take its
-    nodes (dispatches read the queue from the settings when they are sent)."""
-    settings.FLOWKIT_CELERY_QUEUE = f"loss-{os.getpid()}-{time.monotonic_ns()}"
-    return str(settings.FLOWKIT_CELERY_QUEUE)
-
-
-@pytest.fixture
 def workers(transactional_db, own_queue, tmp_path) -> Iterator[dict[str, WorkerProcess]]:
     """Two workers of this test's own, named per test process."""
     live: dict[str, WorkerProcess] = {}
@@ -114,19 +60,6 @@ def workers(transactional_db, own_queue, tmp_path) -> Iterator[dict[str, WorkerP
     yield live
     for worker in live.values():
         stop_worker(worker)
-
-
-def crash(worker: WorkerProcess) -> None:
-    os.killpg(worker.process.pid, signal.SIGKILL)
-    worker.process.wait(timeout=10)
-
-
-def assert_no_npu_left(docker_engine, worker: str, wait_s: float = 10) -> None:
-    """No NPU the crashed worker started is left, running or not."""
-    deadline = time.monotonic() + wait_s
-    while docker_engine.containers.list(all=True, sparse=True, filters={"label": f"flowkit.worker={worker}"}):
-        assert time.monotonic() < deadline, f"an NPU of {worker} was not removed"
-        time.sleep(0.2)
 
 
 def running_on(run, wait_s: float = 30) -> str:

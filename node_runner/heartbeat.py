@@ -78,7 +78,16 @@ def running_npus(worker: str) -> list[dict[str, Any]]:
 
 
 def recover_lost_workers() -> None:
-    for name in mark_lost_workers(settings.FLOWKIT_WORKER_LOST_AFTER_S):
+    lost = mark_lost_workers(settings.FLOWKIT_WORKER_LOST_AFTER_S)
+    if lost:
+        # A lost worker may have taken dispatches off the queue that it never claimed
+        # (prefetched, or a retry whose countdown it was waiting out). Unacknowledged,
+        # Redis hands them out again only after the visibility timeout (hours), and the
+        # overdue watchdog would wait FLOWKIT_REDISPATCH_AFTER_S: send every dispatch that
+        # is due again now. A copy of one still in the queue is claimed once, the other
+        # does nothing.
+        do_redispatch_overdue(0)
+    for name in lost:
         failed = do_fail_stranded_attempts(
             name,
             f"worker {name} was lost (no heartbeat for {settings.FLOWKIT_WORKER_LOST_AFTER_S:g} s) "

@@ -5,21 +5,29 @@ node's side effect, sent with its idempotency key, is applied once."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+import redis
+from django.utils import timezone
 
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
+from node_runner.heartbeat import recover_lost_workers
 from tests.integration.conftest import (
     WorkerProcess,
     assert_no_npu_left,
     crash,
     fast,
+    node_code,
     nodes_of,
+    single_node_run,
     start_worker,
     stop_worker,
     wait_for_run,
@@ -169,3 +177,31 @@ def test_a_worker_restarted_under_the_same_name_recovers_what_its_previous_life_
             time.sleep(0.2)
     finally:
         stop_worker(worker)
+
+
+def test_dispatches_a_lost_worker_took_but_never_claimed_are_sent_again_at_once(
+    transactional_db, own_queue, settings
+):
+    settings.FLOWKIT_WORKER_LOST_AFTER_S = 3
+    settings.FLOWKIT_REDISPATCH_AFTER_S = 3600
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        # No worker serves this test's queue: the dispatch waits there until the
+        # "worker" below takes it, as a worker that prefetched it would, and dies.
+        run = single_node_run(node_code("value = 1"), "taken and lost")
+        assert broker.rpop(own_queue) is not None
+        silent = timezone.now() - timedelta(seconds=60)
+        WorkerStatus.objects.create(
+            name="gone@hostA", host="hostA", pid=1, state="online", started_at=silent, last_seen=silent
+        )
+        recover_lost_workers()
+        assert WorkerStatus.objects.get(name="gone@hostA").state == "lost"
+        message = broker.rpop(own_queue)
+        assert message is not None, "the dispatch was not sent again"
+        envelope = json.loads(message)
+        assert envelope["headers"]["task"] == "node_runner.run_node"
+        args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+        assert args == [str(run.id), "n", 1]
+        assert broker.llen(own_queue) == 0, "sent once"
+    finally:
+        broker.delete(own_queue)

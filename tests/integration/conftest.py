@@ -26,6 +26,7 @@ from django.db import connection
 
 from control_unit.actions import do_start_node_test_run
 from control_unit.models import NodeTestRun
+from tests.integration.hosts import WorkerHost, separate_hosts
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER_START_TIMEOUT_S = 60
@@ -205,6 +206,19 @@ def single_node_run(code: str, name: str = "single node", **limits: Any) -> Any:
     return do_start_run(version)
 
 
+def session_cookie(role: str = "viewer") -> str:
+    """The session cookie of a new user with ``role``, for WebSocket clients."""
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+
+    name = f"live-{role}-{time.monotonic_ns()}"
+    user = User.objects.create_user(name, password="a long enough password 123")
+    user.groups.add(Group.objects.get_or_create(name=role)[0])
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+
+
 @pytest.fixture
 def docker_engine() -> docker.DockerClient:
     return docker.from_env()
@@ -376,3 +390,54 @@ def side_effects() -> Iterator[tuple[SideEffects, str]]:
     effects = SideEffects()
     with host_server_for_npus(effects.handler()) as url:
         yield effects, f"{url}/effect"
+
+
+# Workers on hosts of their own (tests/integration/hosts.py).
+
+
+def start_worker_on(
+    host: WorkerHost, name: str, log_path: Path, env: dict[str, str] | None = None, wait: bool = True
+) -> WorkerProcess:
+    """A worker on ``host``, reaching the test database and Redis through its gateway."""
+    reach = {
+        "DATABASE_URL": host.reachable_url(database_url_for_processes()),
+        "REDIS_URL": host.reachable_url(settings.REDIS_URL),
+        "CELERY_BROKER_URL": host.reachable_url(settings.CELERY_BROKER_URL),
+    }
+    return start_worker(name, log_path, {**(env or {}), **reach}, wait, on=host.command)
+
+
+@pytest.fixture
+def two_hosts(transactional_db: None) -> Iterator[list[WorkerHost]]:
+    """hostA and hostB, each in its own network namespace, removed after the test."""
+    services = [database_url_for_processes(), settings.REDIS_URL, settings.CELERY_BROKER_URL]
+    with separate_hosts(["hostA", "hostB"], services) as hosts:
+        yield hosts
+
+
+class HostWorkers:
+    """The workers a test starts on its hosts, one per host, named after it; stopped
+    (warm, then killed) at the end of the test."""
+
+    def __init__(self, hosts: list[WorkerHost], queue: str, logs: Path, env: dict[str, str]) -> None:
+        self.hosts = {host.label: host for host in hosts}
+        self.env = {**fast(queue), **env}
+        self.logs = logs
+        self.live: dict[str, WorkerProcess] = {}
+        self.started: list[WorkerProcess] = []
+
+    def name_on(self, label: str) -> str:
+        # The pid keeps the names of parallel test processes (one Redis) apart.
+        return f"worker-{os.getpid()}@{label}"
+
+    def start(self, label: str, wait: bool = True) -> WorkerProcess:
+        name = self.name_on(label)
+        log_path = self.logs / f"{label}-{len(self.started)}.log"
+        worker = start_worker_on(self.hosts[label], name, log_path, self.env, wait=wait)
+        self.live[label] = worker
+        self.started.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.started:
+            stop_worker(worker)

@@ -240,6 +240,12 @@ def separate_hosts(labels: list[str], services: list[str]) -> Iterator[list[Work
     remove_unowned_leftovers()
     hosts: list[WorkerHost] = []
     forwarders = TcpForwarders()
+    targets = set()
+    for url in services:
+        parts = urlsplit(url)
+        if not (parts.hostname and parts.port):
+            raise ValueError(f"{url} needs a host and a port")
+        targets.add((parts.hostname, parts.port))
     try:
         for label in labels:
             subnet, lock = claim_subnet()
@@ -249,11 +255,8 @@ def separate_hosts(labels: list[str], services: list[str]) -> Iterator[list[Work
                 remove_subnet_leftovers(subnet)
                 lock.close()
                 raise
-            for url in services:
-                parts = urlsplit(url)
-                if not (parts.hostname and parts.port):
-                    raise ValueError(f"{url} needs a host and a port")
-                forwarders.add((hosts[-1].gateway, parts.port), (parts.hostname, parts.port))
+            for target in sorted(targets):
+                forwarders.add((hosts[-1].gateway, target[1]), target)
         yield hosts
     finally:
         forwarders.close()

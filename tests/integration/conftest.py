@@ -421,7 +421,9 @@ class HostWorkers:
 
     def __init__(self, hosts: list[WorkerHost], queue: str, logs: Path, env: dict[str, str]) -> None:
         self.hosts = {host.label: host for host in hosts}
-        self.env = {**fast(queue), **env}
+        # No overdue watchdog within a test: what these tests show must happen without
+        # it (a dispatch lost on the way would leave its node queued, and fail the test).
+        self.env = {**fast(queue), "FLOWKIT_REDISPATCH_AFTER_S": "3600", **env}
         self.logs = logs
         self.live: dict[str, WorkerProcess] = {}
         self.started: list[WorkerProcess] = []
@@ -441,3 +443,18 @@ class HostWorkers:
     def stop_all(self) -> None:
         for worker in self.started:
             stop_worker(worker)
+
+
+@pytest.fixture
+def host_workers(two_hosts: list[WorkerHost], own_queue: str, tmp_path: Path) -> Iterator[HostWorkers]:
+    """A worker on each of hostA and hostB, both serving before the test starts (or
+    the first of them would take all of a run's first nodes)."""
+    workers = HostWorkers(two_hosts, own_queue, tmp_path, {})
+    try:
+        for host in two_hosts:
+            workers.start(host.label, wait=False)
+        for worker in workers.started:
+            wait_until_serving(worker)
+        yield workers
+    finally:
+        workers.stop_all()

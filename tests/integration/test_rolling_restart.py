@@ -1,0 +1,66 @@
+"""A rolling restart during a run (issue 9): the worker on hostA, then the one on hostB
+(each on a host of its own, tests/integration/hosts.py) is drained and started again
+under the same name while a pipeline runs. The run finishes with every node succeeded
+exactly once, in its first attempt, and every side effect sent and applied once:
+nothing was lost, retried or run twice.
+
+Draining is Celery's warm shutdown (SIGTERM): the worker finishes the nodes it runs,
+takes no new ones and exits; dispatches it had received but not started are not
+acknowledged (acks late), so they go back to the queue for the other worker.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from control_unit.models import NodeRun, Run
+from control_unit.pipeline_actions import do_create_pipeline
+from control_unit.run_actions import do_start_run
+from tests.integration.chains import assert_every_node_succeeded_once, chains_document, wait_until
+from tests.integration.conftest import WorkerProcess, nodes_of, wait_for_run
+from trace_monitor.models import NodeExecution, WorkerStatus
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.exclusive]
+
+CHAINS = 10
+LAYERS = 6
+DRAIN_TIMEOUT_S = 120
+
+
+def drain(worker: WorkerProcess) -> int:
+    """Let the worker finish what it runs and exit (Celery's warm shutdown); its exit code."""
+    worker.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while (code := worker.process.poll()) is None:
+        assert time.monotonic() < deadline, f"{worker.name} did not drain:\n{worker.log()[-3000:]}"
+        time.sleep(0.1)
+    return code
+
+
+def test_a_rolling_restart_of_every_worker_during_a_run_loses_nothing(host_workers, side_effects):
+    effects, url = side_effects
+    document = chains_document(url, CHAINS, LAYERS, sleep_s=1.0)
+    run = do_start_run(do_create_pipeline("rolling restart", document).latest_version())
+
+    for label in ("hostA", "hostB"):
+        name = host_workers.name_on(label)
+        running_there = NodeRun.objects.filter(run=run, state="running", worker=name)
+        wait_until(running_there.exists, f"{label} never ran a node: {nodes_of(run)}")
+        assert drain(host_workers.live[label]) == 0
+        # Whatever it ran when told to drain, it finished: no node is left running there.
+        assert not running_there.exists(), f"{label} exited during {list(running_there)}"
+        assert WorkerStatus.objects.get(name=name).state == "stopped"
+        host_workers.start(label)
+
+    assert Run.objects.get(id=run.id).state == "running", "the run ended before the restarts did"
+    run = wait_for_run(run, wait_s=240)
+    assert_every_node_succeeded_once(run, effects, CHAINS * LAYERS)
+    retried = {node_id: node.attempt for node_id, node in nodes_of(run).items() if node.attempt != 1}
+    assert not retried, f"nodes lost an attempt: {retried}"
+    assert set(effects.received.values()) == {1}, "a side effect was sent twice"
+    ran_on = set(NodeExecution.objects.filter(run=run).values_list("worker", flat=True))
+    assert ran_on == {host_workers.name_on("hostA"), host_workers.name_on("hostB")}
+    assert set(WorkerStatus.objects.values_list("state", flat=True)) == {"online"}

@@ -20,8 +20,10 @@ matters (a survivor can reap a lost worker's NPUs because they share the engine)
 The NPU egress policy (deploy/bootstrap/lib.sh ensure_npu_egress_policy) is not
 touched: its chains match only traffic that enters from the NPU bridge, and they
 already refuse NPU traffic to 10.0.0.0/8 and to any address of this host, the
-forwarders' included; the veth traffic enters INPUT from the veth, which those
-chains do not match.
+forwarders' included. The veth's traffic to the forwarders is let in by a rule of the
+host's own at the top of INPUT (``-i fkhS -d 10.231.S.1 -p tcp --dport PORT``, marked
+with a comment naming the host), so that a firewall whose INPUT policy is DROP does
+not cut the host off; the rule goes with the host.
 
 Subnet S is claimed with an exclusive lock on a file under LOCK_DIR, held for as long
 as the host exists; the kernel drops it when the test process dies. Every claim first
@@ -35,7 +37,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import os
+import shlex
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -63,9 +68,31 @@ def veth_of(subnet: int) -> str:
     return f"{VETH_PREFIX}{subnet}"
 
 
+def _iptables(*args: str) -> subprocess.CompletedProcess[str] | None:
+    if shutil.which("iptables") is None:
+        return None
+    return subprocess.run(["iptables", *args], capture_output=True, text=True)
+
+
+def _input_rules_of(subnet: int) -> list[list[str]]:
+    """The INPUT rules that let ``subnet``'s host reach its forwarders."""
+    listed = _iptables("-S", "INPUT")
+    if listed is None:
+        return []
+    rules = []
+    for line in listed.stdout.splitlines():
+        words = shlex.split(line)  # -A INPUT <rule>
+        marked = any(a == "--comment" and b == namespace_of(subnet) for a, b in itertools.pairwise(words))
+        if marked:
+            rules.append(words[2:])
+    return rules
+
+
 def remove_subnet_leftovers(subnet: int) -> None:
     """Remove what an owner of ``subnet`` that is gone left behind. Call it only while
     holding the subnet's lock."""
+    for rule in _input_rules_of(subnet):
+        _iptables("-D", "INPUT", *rule)
     namespace = namespace_of(subnet)
     pids = _ip("netns", "pids", namespace, check=False).stdout.split()
     for pid in pids:
@@ -216,9 +243,12 @@ class WorkerHost:
         return urlunsplit(parts._replace(netloc=f"{netloc}{self.gateway}:{parts.port}"))
 
 
-def _make_host(label: str, subnet: int, lock: IO[bytes]) -> WorkerHost:
+def _make_host(label: str, subnet: int, lock: IO[bytes], ports: list[int]) -> WorkerHost:
     host = WorkerHost(label, subnet, lock)
     namespace, veth = host.namespace, veth_of(subnet)
+    for port in ports:
+        _iptables("-I", "INPUT", "-i", veth, "-d", host.gateway, "-p", "tcp", "--dport", str(port),
+                  "-m", "comment", "--comment", namespace, "-j", "ACCEPT")  # fmt: skip
     _ip("netns", "add", namespace)
     _ip("link", "add", veth, "type", "veth", "peer", "name", f"{veth}p", "netns", namespace)
     _ip("addr", "add", f"{host.gateway}/24", "dev", veth)
@@ -250,7 +280,7 @@ def separate_hosts(labels: list[str], services: list[str]) -> Iterator[list[Work
         for label in labels:
             subnet, lock = claim_subnet()
             try:
-                hosts.append(_make_host(label, subnet, lock))
+                hosts.append(_make_host(label, subnet, lock, sorted({port for _, port in targets})))
             except BaseException:
                 remove_subnet_leftovers(subnet)
                 lock.close()

@@ -11,16 +11,25 @@ acknowledged (acks late), so they go back to the queue for the other worker.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
 import pytest
+import redis
 
 from control_unit.models import NodeRun, Run
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
 from tests.integration.chains import assert_every_node_succeeded_once, chains_document, wait_until
-from tests.integration.conftest import WorkerProcess, nodes_of, wait_for_run
+from tests.integration.conftest import (
+    HostWorkers,
+    WorkerProcess,
+    node_code,
+    nodes_of,
+    single_node_run,
+    wait_for_run,
+)
 from trace_monitor.models import NodeExecution, WorkerStatus
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.exclusive]
@@ -64,3 +73,41 @@ def test_a_rolling_restart_of_every_worker_during_a_run_loses_nothing(host_worke
     ran_on = set(NodeExecution.objects.filter(run=run).values_list("worker", flat=True))
     assert ran_on == {host_workers.name_on("hostA"), host_workers.name_on("hostB")}
     assert set(WorkerStatus.objects.values_list("state", flat=True)) == {"online"}
+
+
+def held_from(broker: redis.Redis, queue: str) -> int:
+    """How many messages of ``queue`` a worker has taken and not acknowledged (kombu's
+    Redis transport keeps them in its "unacked" hash as [message, exchange, queue])."""
+    return sum(json.loads(value)[2] == queue for value in broker.hvals("unacked"))
+
+
+def test_a_drained_worker_gives_back_a_dispatch_it_held_but_had_not_started(
+    two_hosts, own_queue, tmp_path, settings
+):
+    # A retry waits out its backoff on the worker that received it (a Celery ETA task):
+    # the plainest case of a dispatch a worker holds without running it.
+    workers = HostWorkers(two_hosts, own_queue, tmp_path, {})
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        first = workers.start("hostA")
+        first_fails = "if node.attempt == 1:\n    raise RuntimeError('the first attempt fails')\nvalue = 1"
+        flaky = node_code(first_fails)
+        run = single_node_run(flaky, "held retry", retries=1, backoff_s=20, timeout_s=30)
+        wait_until(
+            lambda: NodeRun.objects.filter(run=run, node_id="n", attempt=2, state="queued").exists(),
+            f"the retry was never dispatched: {nodes_of(run)}",
+        )
+        wait_until(lambda: held_from(broker, own_queue) == 1, "hostA never took the retry's dispatch")
+        assert drain(first) == 0
+        assert NodeRun.objects.get(run=run, node_id="n").state == "queued", "hostA started the retry"
+        assert held_from(broker, own_queue) == 0
+        assert broker.llen(own_queue) == 1, "the dispatch hostA held did not go back to the queue"
+
+        workers.start("hostB")
+        run = wait_for_run(run, wait_s=90)
+        assert run.state == "succeeded", nodes_of(run)["n"].error
+        retry = NodeExecution.objects.get(run=run, node_id="n", attempt=2)
+        assert retry.worker == workers.name_on("hostB")
+    finally:
+        workers.stop_all()
+        broker.delete(own_queue)

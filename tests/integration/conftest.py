@@ -3,6 +3,7 @@ the Docker engine, and helpers that send nodes through them."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -336,11 +337,21 @@ def fast(queue: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def own_queue(settings: Any) -> str:
+def own_queue(settings: Any) -> Iterator[str]:
     """A queue of this test's own: the test process's other worker must not take its
-    nodes (dispatches read the queue from the settings when they are sent)."""
-    settings.FLOWKIT_CELERY_QUEUE = f"loss-{os.getpid()}-{time.monotonic_ns()}"
-    return str(settings.FLOWKIT_CELERY_QUEUE)
+    nodes (dispatches read the queue from the settings when they are sent). Removed
+    afterwards from the shared Redis, with the messages a killed worker of the test
+    left unacknowledged (kombu would put them back in four hours)."""
+    import redis
+
+    queue = settings.FLOWKIT_CELERY_QUEUE = f"loss-{os.getpid()}-{time.monotonic_ns()}"
+    yield queue
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    for tag, value in broker.hgetall("unacked").items():
+        if json.loads(value)[2] == queue:
+            broker.hdel("unacked", tag)
+            broker.zrem("unacked_index", tag)
+    broker.delete(queue)
 
 
 def crash(worker: WorkerProcess) -> None:

@@ -110,4 +110,3 @@ def test_a_drained_worker_gives_back_a_dispatch_it_held_but_had_not_started(
         assert retry.worker == workers.name_on("hostB")
     finally:
         workers.stop_all()
-        broker.delete(own_queue)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker
 import pytest
@@ -346,8 +346,9 @@ def own_queue(settings: Any) -> Iterator[str]:
 
     queue = settings.FLOWKIT_CELERY_QUEUE = f"loss-{os.getpid()}-{time.monotonic_ns()}"
     yield queue
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    for tag, value in broker.hgetall("unacked").items():
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL, decode_responses=True)
+    unacked = cast(dict[str, str], broker.hgetall("unacked"))  # the sync client's reply
+    for tag, value in unacked.items():
         if json.loads(value)[2] == queue:
             broker.hdel("unacked", tag)
             broker.zrem("unacked_index", tag)

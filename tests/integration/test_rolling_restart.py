@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from typing import cast
 
 import pytest
 import redis
@@ -78,7 +79,8 @@ def test_a_rolling_restart_of_every_worker_during_a_run_loses_nothing(host_worke
 def held_from(broker: redis.Redis, queue: str) -> int:
     """How many messages of ``queue`` a worker has taken and not acknowledged (kombu's
     Redis transport keeps them in its "unacked" hash as [message, exchange, queue])."""
-    return sum(json.loads(value)[2] == queue for value in broker.hvals("unacked"))
+    unacked = cast(list[bytes], broker.hvals("unacked"))  # the sync client's reply
+    return sum(json.loads(value)[2] == queue for value in unacked)
 
 
 def test_a_drained_worker_gives_back_a_dispatch_it_held_but_had_not_started(

@@ -74,7 +74,7 @@ def _iptables(*args: str) -> subprocess.CompletedProcess[str] | None:
     return subprocess.run(["iptables", *args], capture_output=True, text=True)
 
 
-def _input_rules_of(subnet: int) -> list[list[str]]:
+def input_rules_of(subnet: int) -> list[list[str]]:
     """The INPUT rules that let ``subnet``'s host reach its forwarders."""
     listed = _iptables("-S", "INPUT")
     if listed is None:
@@ -91,7 +91,7 @@ def _input_rules_of(subnet: int) -> list[list[str]]:
 def remove_subnet_leftovers(subnet: int) -> None:
     """Remove what an owner of ``subnet`` that is gone left behind. Call it only while
     holding the subnet's lock."""
-    for rule in _input_rules_of(subnet):
+    for rule in input_rules_of(subnet):
         _iptables("-D", "INPUT", *rule)
     namespace = namespace_of(subnet)
     pids = _ip("netns", "pids", namespace, check=False).stdout.split()

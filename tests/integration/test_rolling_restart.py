@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Iterator
 from typing import cast
 
 import pytest
@@ -30,6 +31,7 @@ from tests.integration.conftest import (
     nodes_of,
     single_node_run,
     wait_for_run,
+    wait_until_serving,
 )
 from trace_monitor.models import NodeExecution, WorkerStatus
 
@@ -50,7 +52,24 @@ def drain(worker: WorkerProcess) -> int:
     return code
 
 
-def test_a_rolling_restart_of_every_worker_during_a_run_loses_nothing(host_workers, side_effects):
+@pytest.fixture
+def patient_workers(two_hosts, own_queue, tmp_path) -> Iterator[HostWorkers]:
+    """A worker on each host that the other declares lost only after 30 s of silence:
+    no worker is lost in these tests, and a heartbeat late on a busy machine must not
+    make one so."""
+    workers = HostWorkers(two_hosts, own_queue, tmp_path, {"FLOWKIT_WORKER_LOST_AFTER_S": "30"})
+    try:
+        yield workers
+    finally:
+        workers.stop_all()
+
+
+def test_a_rolling_restart_of_every_worker_during_a_run_loses_nothing(patient_workers, side_effects):
+    host_workers = patient_workers
+    for label in ("hostA", "hostB"):
+        host_workers.start(label, wait=False)
+    for worker in host_workers.started:
+        wait_until_serving(worker)
     effects, url = side_effects
     document = chains_document(url, CHAINS, LAYERS, sleep_s=1.0)
     run = do_start_run(do_create_pipeline("rolling restart", document).latest_version())
@@ -73,7 +92,8 @@ def test_a_rolling_restart_of_every_worker_during_a_run_loses_nothing(host_worke
     assert set(effects.received.values()) == {1}, "a side effect was sent twice"
     ran_on = set(NodeExecution.objects.filter(run=run).values_list("worker", flat=True))
     assert ran_on == {host_workers.name_on("hostA"), host_workers.name_on("hostB")}
-    assert set(WorkerStatus.objects.values_list("state", flat=True)) == {"online"}
+    names = [host_workers.name_on("hostA"), host_workers.name_on("hostB")]
+    assert set(WorkerStatus.objects.filter(name__in=names).values_list("state", flat=True)) == {"online"}
 
 
 def held_from(broker: redis.Redis, queue: str) -> int:
@@ -84,31 +104,28 @@ def held_from(broker: redis.Redis, queue: str) -> int:
 
 
 def test_a_drained_worker_gives_back_a_dispatch_it_held_but_had_not_started(
-    two_hosts, own_queue, tmp_path, settings
+    patient_workers, own_queue, settings
 ):
     # A retry waits out its backoff on the worker that received it (a Celery ETA task):
     # the plainest case of a dispatch a worker holds without running it.
-    workers = HostWorkers(two_hosts, own_queue, tmp_path, {})
+    workers = patient_workers
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    try:
-        first = workers.start("hostA")
-        first_fails = "if node.attempt == 1:\n    raise RuntimeError('the first attempt fails')\nvalue = 1"
-        flaky = node_code(first_fails)
-        run = single_node_run(flaky, "held retry", retries=1, backoff_s=20, timeout_s=30)
-        wait_until(
-            lambda: NodeRun.objects.filter(run=run, node_id="n", attempt=2, state="queued").exists(),
-            f"the retry was never dispatched: {nodes_of(run)}",
-        )
-        wait_until(lambda: held_from(broker, own_queue) == 1, "hostA never took the retry's dispatch")
-        assert drain(first) == 0
-        assert NodeRun.objects.get(run=run, node_id="n").state == "queued", "hostA started the retry"
-        assert held_from(broker, own_queue) == 0
-        assert broker.llen(own_queue) == 1, "the dispatch hostA held did not go back to the queue"
+    first = workers.start("hostA")
+    first_fails = "if node.attempt == 1:\n    raise RuntimeError('the first attempt fails')\nvalue = 1"
+    flaky = node_code(first_fails)
+    run = single_node_run(flaky, "held retry", retries=1, backoff_s=20, timeout_s=30)
+    wait_until(
+        lambda: NodeRun.objects.filter(run=run, node_id="n", attempt=2, state="queued").exists(),
+        f"the retry was never dispatched: {nodes_of(run)}",
+    )
+    wait_until(lambda: held_from(broker, own_queue) == 1, "hostA never took the retry's dispatch")
+    assert drain(first) == 0
+    assert NodeRun.objects.get(run=run, node_id="n").state == "queued", "hostA started the retry"
+    assert held_from(broker, own_queue) == 0
+    assert broker.llen(own_queue) == 1, "the dispatch hostA held did not go back to the queue"
 
-        workers.start("hostB")
-        run = wait_for_run(run, wait_s=90)
-        assert run.state == "succeeded", nodes_of(run)["n"].error
-        retry = NodeExecution.objects.get(run=run, node_id="n", attempt=2)
-        assert retry.worker == workers.name_on("hostB")
-    finally:
-        workers.stop_all()
+    workers.start("hostB")
+    run = wait_for_run(run, wait_s=90)
+    assert run.state == "succeeded", nodes_of(run)["n"].error
+    retry = NodeExecution.objects.get(run=run, node_id="n", attempt=2)
+    assert retry.worker == workers.name_on("hostB")

@@ -71,7 +71,9 @@ def veth_of(subnet: int) -> str:
 def _iptables(*args: str) -> subprocess.CompletedProcess[str] | None:
     if shutil.which("iptables") is None:
         return None
-    return subprocess.run(["iptables", *args], capture_output=True, text=True)
+    # -w: wait for the xtables lock, which the Docker engine takes whenever a container
+    # starts; without it a rule can fail to go in, or to go away.
+    return subprocess.run(["iptables", "-w", "30", *args], capture_output=True, text=True)
 
 
 def input_rules_of(subnet: int) -> list[list[str]]:
@@ -92,7 +94,9 @@ def remove_subnet_leftovers(subnet: int) -> None:
     """Remove what an owner of ``subnet`` that is gone left behind. Call it only while
     holding the subnet's lock."""
     for rule in input_rules_of(subnet):
-        _iptables("-D", "INPUT", *rule)
+        removed = _iptables("-D", "INPUT", *rule)
+        if removed is not None and removed.returncode != 0:
+            raise RuntimeError(f"iptables kept {namespace_of(subnet)}'s INPUT rule: {removed.stderr}")
     namespace = namespace_of(subnet)
     pids = _ip("netns", "pids", namespace, check=False).stdout.split()
     for pid in pids:
@@ -106,7 +110,8 @@ def remove_subnet_leftovers(subnet: int) -> None:
 
 
 def remove_unowned_leftovers() -> None:
-    """Every subnet whose owner is gone: a namespace or veth of ours without a lock held."""
+    """Every subnet whose owner is gone: a namespace, veth or INPUT rule of ours
+    without a lock held."""
     listed = _ip("netns", "list", check=False).stdout.split()
     links = _ip("-o", "link", "show", check=False).stdout
     found = {name.removeprefix(NAMESPACE_PREFIX) for name in listed if name.startswith(NAMESPACE_PREFIX)}
@@ -114,6 +119,11 @@ def remove_unowned_leftovers() -> None:
         name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
         if name.startswith(VETH_PREFIX) and name[len(VETH_PREFIX) :].isdigit():
             found.add(name[len(VETH_PREFIX) :])
+    rules = _iptables("-S", "INPUT")
+    for line in rules.stdout.splitlines() if rules is not None else []:
+        words = shlex.split(line)
+        found.update(b.removeprefix(NAMESPACE_PREFIX) for a, b in itertools.pairwise(words)
+                     if a == "--comment" and b.startswith(NAMESPACE_PREFIX))  # fmt: skip
     for text in found:
         if not text.isdigit():
             continue
@@ -247,8 +257,10 @@ def _make_host(label: str, subnet: int, lock: IO[bytes], ports: list[int]) -> Wo
     host = WorkerHost(label, subnet, lock)
     namespace, veth = host.namespace, veth_of(subnet)
     for port in ports:
-        _iptables("-I", "INPUT", "-i", veth, "-d", host.gateway, "-p", "tcp", "--dport", str(port),
-                  "-m", "comment", "--comment", namespace, "-j", "ACCEPT")  # fmt: skip
+        added = _iptables("-I", "INPUT", "-i", veth, "-d", host.gateway, "-p", "tcp", "--dport", str(port),
+                          "-m", "comment", "--comment", namespace, "-j", "ACCEPT")  # fmt: skip
+        if added is not None and added.returncode != 0:
+            raise RuntimeError(f"iptables refused {namespace}'s INPUT rule: {added.stderr}")
     _ip("netns", "add", namespace)
     _ip("link", "add", veth, "type", "veth", "peer", "name", f"{veth}p", "netns", namespace)
     _ip("addr", "add", f"{host.gateway}/24", "dev", veth)

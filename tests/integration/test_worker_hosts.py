@@ -24,7 +24,14 @@ from control_unit.models import NodeRun
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
 from tests.integration.chains import assert_every_node_succeeded_once, chains_document, wait_until
-from tests.integration.conftest import assert_no_npu_left, crash, nodes_of, session_cookie, wait_for_run
+from tests.integration.conftest import (
+    assert_no_npu_left,
+    crash,
+    nodes_of,
+    npu_containers,
+    session_cookie,
+    wait_for_run,
+)
 from trace_monitor.models import NodeExecution, WorkerStatus
 from web_ui.asgi import application
 
@@ -93,9 +100,4 @@ def test_a_pipeline_spreads_over_two_hosts_and_survives_losing_one(host_workers,
     assert shown[host_a] == "lost"
     assert shown[host_b] == "online"
     assert_no_npu_left(docker_engine, host_a)
-    of_run = {"label": f"flowkit.run={run.id}"}
-    wait_until(
-        lambda: not docker_engine.containers.list(all=True, sparse=True, filters=of_run),
-        "an NPU of the run was left",
-        wait_s=10,
-    )
+    wait_until(lambda: not npu_containers(docker_engine, run), "an NPU of the run was left", wait_s=10)

@@ -41,6 +41,7 @@ import itertools
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -102,7 +103,7 @@ def remove_subnet_leftovers(subnet: int) -> None:
     for pid in pids:
         # Workers of a crashed test run, still running in the namespace.
         with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid), 9)
+            os.kill(int(pid), signal.SIGKILL)
     _ip("netns", "del", namespace, check=False)
     # Deleting the namespace destroys the veth end in it, and with it the pair; the
     # root end alone is left where the namespace was never made.
@@ -204,6 +205,8 @@ class TcpForwarders:
             asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:

@@ -32,6 +32,7 @@ from node_runner.container_spec import ROLE_LABEL, ROLE_NPU
 from node_runner.docker_engine import engine
 from node_runner.reaper import reap_exited, reap_worker_containers
 from trace_monitor.models import NodeExecution, WorkerStatus
+from trace_monitor.node_trace import end_lost_executions
 from trace_monitor.resource_monitor import HostLoad, mark_lost_workers, record_heartbeat
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def recover_lost_workers() -> None:
             f"worker {name} was lost (no heartbeat for {settings.FLOWKIT_WORKER_LOST_AFTER_S:g} s) "
             "while running this node",
         )
+        end_lost_executions(failed)
         removed = reap_worker_containers(name)
         log.warning("worker %s lost: failed %d attempts, removed %d NPUs", name, len(failed), len(removed))
 
@@ -128,6 +130,7 @@ def recover_previous_life(name: str, started: float) -> None:
         f"worker {name} restarted while running this node",
         claimed_before=datetime.fromtimestamp(started, UTC),
     )
+    end_lost_executions(failed)
     removed = reap_worker_containers(name, created_before=started)
     if failed or removed:
         log.warning(

@@ -139,6 +139,10 @@ def test_a_lost_attempt_of_a_node_without_retries_fails_the_run_with_a_clear_rea
     assert error["error_type"] == "WorkerLost"
     assert error["message"] == f"worker {victim} was lost (no heartbeat for 3 s) while running this node"
     assert run.reason == "node charge failed"
+    # The run's timeline shows the attempt ended, not running for ever.
+    execution = NodeExecution.objects.get(run=run, node_id="charge", attempt=1)
+    assert (execution.outcome, execution.error_type) == ("failed", "WorkerLost")
+    assert execution.finished_at is not None
     assert_no_npu_left(docker_engine, victim)
 
 

@@ -18,13 +18,14 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import psutil
-from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown, worker_shutting_down
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
@@ -36,6 +37,7 @@ from node_runner.container_spec import ROLE_LABEL, ROLE_NPU
 from node_runner.docker_engine import engine
 from node_runner.reaper import reap_exited, reap_worker_containers
 from trace_monitor.models import NodeExecution, WorkerStatus
+from trace_monitor.node_trace import end_lost_executions
 from trace_monitor.resource_monitor import HostLoad, WorkerPool, mark_lost_workers, record_heartbeat
 
 log = logging.getLogger(__name__)
@@ -82,12 +84,22 @@ def running_npus(worker: str) -> list[dict[str, Any]]:
 
 
 def recover_lost_workers() -> None:
-    for name in mark_lost_workers(settings.FLOWKIT_WORKER_LOST_AFTER_S):
+    lost = mark_lost_workers(settings.FLOWKIT_WORKER_LOST_AFTER_S)
+    if lost:
+        # A lost worker may have taken dispatches off the queue that it never claimed
+        # (prefetched, or a retry whose countdown it was waiting out). Unacknowledged,
+        # Redis hands them out again only after the visibility timeout (hours), and the
+        # overdue watchdog would wait FLOWKIT_REDISPATCH_AFTER_S: send every dispatch that
+        # is due again now. A copy of one still in the queue is claimed once, the other
+        # does nothing.
+        do_redispatch_overdue(0)
+    for name in lost:
         failed = do_fail_stranded_attempts(
             name,
             f"worker {name} was lost (no heartbeat for {settings.FLOWKIT_WORKER_LOST_AFTER_S:g} s) "
             "while running this node",
         )
+        end_lost_executions(failed)
         removed = reap_worker_containers(name)
         log.warning("worker %s lost: failed %d attempts, removed %d NPUs", name, len(failed), len(removed))
 
@@ -123,6 +135,7 @@ def recover_previous_life(name: str, started: float) -> None:
         f"worker {name} restarted while running this node",
         claimed_before=datetime.fromtimestamp(started, UTC),
     )
+    end_lost_executions(failed)
     removed = reap_worker_containers(name, created_before=started)
     if failed or removed:
         log.warning(
@@ -165,9 +178,9 @@ class Heartbeat:
         self.worker = worker  # Celery's WorkController: its pool and broker connection
         self.queues = list(queues or [])
         self.pool = PoolWatch(concurrency, concurrency_min)
-        # When the worker's main process started: everything of this life (its pool's
-        # NPUs too, started before Celery reports the worker ready) comes after it.
-        self.started = psutil.Process().create_time()
+        # When this life began: everything it does (its pool's NPUs too, started
+        # before Celery reports the worker ready) comes after it.
+        self.started = _life_began if _life_began is not None else time.time()
         # Set when a warm shutdown begins (SIGTERM): the worker finishes its nodes.
         self.draining = False
         self._stopped = threading.Event()
@@ -282,3 +295,16 @@ def _draining(**kwargs: Any) -> None:
 def _stop_heartbeat(**kwargs: Any) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()
+
+
+# Read by the main process before it forks its pool and consumes anything. Not the
+# process's creation time from psutil: Linux derives it from the boot time in whole
+# seconds (and a clock adjusted since boot moves it), so it could fall after a claim
+# of the previous life, whose attempt would then not be recovered.
+_life_began: float | None = None
+
+
+@celeryd_after_setup.connect
+def _note_life_began(**kwargs: Any) -> None:
+    global _life_began
+    _life_began = time.time()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
@@ -198,3 +199,21 @@ class NodeTrace:
                 **self._peaks,
             },
         )
+
+
+def end_lost_executions(attempts: Iterable[tuple[str, str, int]]) -> int:
+    """Close the executions of attempts that failed because their worker was lost or
+    restarted (control_unit.run_actions.do_fail_stranded_attempts): the runner that
+    would write their end is gone, and the timeline would show them running for ever.
+    One the runner had closed already keeps what its NPU did. Returns how many closed."""
+    now = timezone.now()
+    closed = 0
+    for run_id, node_id, attempt in attempts:
+        lost = NodeExecution.objects.filter(run_id=run_id, node_id=node_id, attempt=attempt)
+        for execution in lost.filter(outcome="running"):
+            duration_s = max(0.0, (now - execution.started_at).total_seconds())
+            # Conditional: a runner that was only slow may close it at the same moment.
+            closed += NodeExecution.objects.filter(id=execution.id, outcome="running").update(
+                outcome="failed", error_type="WorkerLost", finished_at=now, duration_s=duration_s
+            )
+    return closed

@@ -228,6 +228,13 @@ ensure_npu_egress_policy() {
 # npu_bridge_name): fixed, so the egress policy matches a network created later.
 npu_bridge_name() { printf 'fk-%s' "$1" | cut -c1-15; }
 
+# The tests that run workers as separate hosts (tests/integration/hosts.py) make
+# network namespaces and veth pairs with ip (iproute2) and give each host its own
+# hostname with unshare (util-linux) and hostname.
+ensure_test_hosts() {
+  apt_install iproute2 util-linux hostname
+}
+
 # Everything `make test` and `make bench` run against: the dev environment, the built
 # front end, Chromium, the services, the NPU image and its egress policy, and a
 # compose binary to check deploy/compose.yml with.
@@ -237,6 +244,7 @@ ensure_test_stack() {
   command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || apt_install docker-compose
   ensure_frontend
   ensure_chromium
+  ensure_test_hosts
   ensure_postgres
   ensure_redis
   ensure_docker

@@ -3,6 +3,7 @@ the Docker engine, and helpers that send nodes through them."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -11,12 +12,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker
 import pytest
@@ -25,6 +27,7 @@ from django.db import connection
 
 from control_unit.actions import do_start_node_test_run
 from control_unit.models import NodeTestRun
+from tests.integration.hosts import WorkerHost, separate_hosts
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER_START_TIMEOUT_S = 60
@@ -68,13 +71,15 @@ def start_worker(
     env: dict[str, str] | None = None,
     wait: bool = True,
     autoscale: tuple[int, int] | None = None,
+    on: Callable[[list[str]], list[str]] = list,
 ) -> WorkerProcess:
     """A Celery worker process on this test process's queue (or ``env``'s
     FLOWKIT_CELERY_QUEUE) and the capability queues of ``env``'s
     FLOWKIT_WORKER_CAPABILITIES, as deploy/bootstrap/up.sh starts one, in its own
     process group (so that a test can kill it and its pool children at once, like a
     crash). ``autoscale`` (max, min) lets Celery size its pool, as make up does;
-    otherwise it has two processes."""
+    otherwise it has two processes. ``on`` wraps the command, e.g. to run it on
+    another host (tests/integration/hosts.py)."""
     from node_runner.routing import parse_capabilities, worker_queues
 
     env = env or {}
@@ -83,9 +88,9 @@ def start_worker(
     pool = ["--autoscale", f"{autoscale[0]},{autoscale[1]}"] if autoscale else ["--concurrency", "2"]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "node_runner", "worker", "--queues", queues,
-             *pool, "--hostname", name, "--loglevel", "INFO",
-             "--without-mingle", "--without-gossip"],
+            on([sys.executable, "-m", "celery", "-A", "node_runner", "worker", "--queues", queues,
+                *pool, "--hostname", name, "--loglevel", "INFO",
+                "--without-mingle", "--without-gossip"]),
             cwd=REPO, env={**server_environment(), **env}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
@@ -210,6 +215,19 @@ def single_node_run(code: str, name: str = "single node", **limits: Any) -> Any:
     version = do_create_pipeline(name, {"schema_version": 1, "nodes": [node]}).latest_version()
     assert version is not None
     return do_start_run(version)
+
+
+def session_cookie(role: str = "viewer") -> str:
+    """The session cookie of a new user with ``role``, for WebSocket clients."""
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+
+    name = f"live-{role}-{time.monotonic_ns()}"
+    user = User.objects.create_user(name, password="a long enough password 123")
+    user.groups.add(Group.objects.get_or_create(name=role)[0])
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
 
 
 @pytest.fixture
@@ -342,3 +360,152 @@ def wait_for_npu(engine: docker.DockerClient, run: Any, wait_s: float = 30) -> A
         assert time.monotonic() < deadline, "the NPU never started"
         time.sleep(0.05)
     return containers[0]
+
+
+# Workers that fail: shared by the worker loss, separate hosts and rolling restart tests.
+
+
+def fast(queue: str) -> dict[str, str]:
+    """A worker's environment for tests of lost workers: fast heartbeats, lost after
+    3 s of silence, on the test's own queue."""
+    return {
+        "FLOWKIT_WORKER_HEARTBEAT_S": "0.5",
+        "FLOWKIT_WORKER_LOST_AFTER_S": "3",
+        "FLOWKIT_CELERY_QUEUE": queue,
+    }
+
+
+@pytest.fixture
+def own_queue(settings: Any) -> Iterator[str]:
+    """A queue of this test's own: the test process's other worker must not take its
+    nodes (dispatches read the queue from the settings when they are sent). Removed
+    afterwards from the shared Redis, with the messages a killed worker of the test
+    left unacknowledged (kombu would put them back in four hours)."""
+    import redis
+
+    queue = settings.FLOWKIT_CELERY_QUEUE = f"loss-{os.getpid()}-{time.monotonic_ns()}"
+    yield queue
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL, decode_responses=True)
+    unacked = cast(dict[str, str], broker.hgetall("unacked"))  # the sync client's reply
+    for tag, value in unacked.items():
+        if json.loads(value)[2] == queue:
+            broker.hdel("unacked", tag)
+            broker.zrem("unacked_index", tag)
+    broker.delete(queue)
+
+
+def crash(worker: WorkerProcess) -> None:
+    """SIGKILL of the worker's whole process group, like a crashed host."""
+    os.killpg(worker.process.pid, signal.SIGKILL)
+    worker.process.wait(timeout=10)
+
+
+def assert_no_npu_left(docker_engine: docker.DockerClient, worker: str, wait_s: float = 10) -> None:
+    """No NPU the crashed worker started is left, running or not."""
+    deadline = time.monotonic() + wait_s
+    while docker_engine.containers.list(all=True, sparse=True, filters={"label": f"flowkit.worker={worker}"}):
+        assert time.monotonic() < deadline, f"an NPU of {worker} was not removed"
+        time.sleep(0.2)
+
+
+class SideEffects:
+    """A local service that applies each request once per Idempotency-Key."""
+
+    def __init__(self) -> None:
+        self.received: Counter[str] = Counter()
+        self.applied: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        effects = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                key = self.headers.get("Idempotency-Key", "")
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with effects.lock:
+                    effects.received[key] += 1
+                    if key not in effects.applied:
+                        effects.applied[key] += 1
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def side_effects() -> Iterator[tuple[SideEffects, str]]:
+    effects = SideEffects()
+    with host_server_for_npus(effects.handler()) as url:
+        yield effects, f"{url}/effect"
+
+
+# Workers on hosts of their own (tests/integration/hosts.py).
+
+
+def start_worker_on(
+    host: WorkerHost, name: str, log_path: Path, env: dict[str, str] | None = None, wait: bool = True
+) -> WorkerProcess:
+    """A worker on ``host``, reaching the test database and Redis through its gateway."""
+    reach = {
+        "DATABASE_URL": host.reachable_url(database_url_for_processes()),
+        "REDIS_URL": host.reachable_url(settings.REDIS_URL),
+        "CELERY_BROKER_URL": host.reachable_url(settings.CELERY_BROKER_URL),
+    }
+    return start_worker(name, log_path, {**(env or {}), **reach}, wait, on=host.command)
+
+
+@pytest.fixture
+def two_hosts(transactional_db: None) -> Iterator[list[WorkerHost]]:
+    """hostA and hostB, each in its own network namespace, removed after the test."""
+    services = [database_url_for_processes(), settings.REDIS_URL, settings.CELERY_BROKER_URL]
+    with separate_hosts(["hostA", "hostB"], services) as hosts:
+        yield hosts
+
+
+class HostWorkers:
+    """The workers a test starts on its hosts, one per host, named after it; stopped
+    (warm, then killed) at the end of the test."""
+
+    def __init__(self, hosts: list[WorkerHost], queue: str, logs: Path, env: dict[str, str]) -> None:
+        self.hosts = {host.label: host for host in hosts}
+        # No overdue watchdog within a test: what these tests show must happen without
+        # it (a dispatch lost on the way would leave its node queued, and fail the test).
+        self.env = {**fast(queue), "FLOWKIT_REDISPATCH_AFTER_S": "3600", **env}
+        self.logs = logs
+        self.live: dict[str, WorkerProcess] = {}
+        self.started: list[WorkerProcess] = []
+
+    def name_on(self, label: str) -> str:
+        # The pid keeps the names of parallel test processes (one Redis) apart.
+        return f"worker-{os.getpid()}@{label}"
+
+    def start(self, label: str, wait: bool = True) -> WorkerProcess:
+        name = self.name_on(label)
+        log_path = self.logs / f"{label}-{len(self.started)}.log"
+        worker = start_worker_on(self.hosts[label], name, log_path, self.env, wait=wait)
+        self.live[label] = worker
+        self.started.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.started:
+            stop_worker(worker)
+
+
+@pytest.fixture
+def host_workers(two_hosts: list[WorkerHost], own_queue: str, tmp_path: Path) -> Iterator[HostWorkers]:
+    """A worker on each of hostA and hostB, both serving before the test starts (or
+    the first of them would take all of a run's first nodes)."""
+    workers = HostWorkers(two_hosts, own_queue, tmp_path, {})
+    try:
+        for host in two_hosts:
+            workers.start(host.label, wait=False)
+        for worker in workers.started:
+            wait_until_serving(worker)
+        yield workers
+    finally:
+        workers.stop_all()

@@ -13,26 +13,15 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.contrib.auth.models import Group, User
-from django.test import Client
 from websockets.sync.client import connect
 
-from tests.integration.conftest import node_code, nodes_of, single_node_run, wait_for_run
+from tests.integration.conftest import node_code, nodes_of, session_cookie, single_node_run, wait_for_run
 from trace_monitor.models import TraceEvent, WorkerStatus
 from web_ui.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = "http://localhost"
 TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def session_cookie(role: str = "viewer") -> str:
-    name = f"live-{role}-{time.monotonic_ns()}"
-    user = User.objects.create_user(name, password="a long enough password 123")
-    user.groups.add(Group.objects.get_or_create(name=role)[0])
-    client = Client()
-    client.force_login(user)
-    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
 
 
 @contextmanager

@@ -5,23 +5,29 @@ node's side effect, sent with its idempotency key, is applied once."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
-import signal
 import socket
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
+from datetime import timedelta
 
 import pytest
+import redis
+from django.utils import timezone
 
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
+from node_runner.heartbeat import recover_lost_workers
 from tests.integration.conftest import (
     WorkerProcess,
-    host_server_for_npus,
+    assert_no_npu_left,
+    crash,
+    fast,
+    node_code,
     nodes_of,
+    single_node_run,
     start_worker,
     stop_worker,
     wait_for_run,
@@ -32,51 +38,7 @@ from trace_monitor.models import NodeExecution, WorkerStatus
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def fast(queue: str) -> dict[str, str]:
-    """Fast heartbeats, so that ten losses fit in a test: lost after 3 s of silence."""
-    return {
-        "FLOWKIT_WORKER_HEARTBEAT_S": "0.5",
-        "FLOWKIT_WORKER_LOST_AFTER_S": "3",
-        "FLOWKIT_CELERY_QUEUE": queue,
-    }
-
-
 KILLS = 10
-
-
-class SideEffects:
-    """A local service that applies each request once per Idempotency-Key."""
-
-    def __init__(self) -> None:
-        self.received: Counter[str] = Counter()
-        self.applied: Counter[str] = Counter()
-        self.lock = threading.Lock()
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        effects = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                key = self.headers.get("Idempotency-Key", "")
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with effects.lock:
-                    effects.received[key] += 1
-                    if key not in effects.applied:
-                        effects.applied[key] += 1
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        return Handler
-
-
-@pytest.fixture
-def side_effects() -> Iterator[tuple[SideEffects, str]]:
-    effects = SideEffects()
-    with host_server_for_npus(effects.handler()) as url:
-        yield effects, f"{url}/effect"
 
 
 def effect_node(url: str) -> str:
@@ -96,14 +58,6 @@ def effect_node(url: str) -> str:
 
 
 @pytest.fixture
-def own_queue(settings) -> str:
-    """A queue of this test's own: the test process's other worker must not take its
-    nodes (dispatches read the queue from the settings when they are sent)."""
-    settings.FLOWKIT_CELERY_QUEUE = f"loss-{os.getpid()}-{time.monotonic_ns()}"
-    return str(settings.FLOWKIT_CELERY_QUEUE)
-
-
-@pytest.fixture
 def workers(transactional_db, own_queue, tmp_path) -> Iterator[dict[str, WorkerProcess]]:
     """Two workers of this test's own, named per test process."""
     live: dict[str, WorkerProcess] = {}
@@ -114,19 +68,6 @@ def workers(transactional_db, own_queue, tmp_path) -> Iterator[dict[str, WorkerP
     yield live
     for worker in live.values():
         stop_worker(worker)
-
-
-def crash(worker: WorkerProcess) -> None:
-    os.killpg(worker.process.pid, signal.SIGKILL)
-    worker.process.wait(timeout=10)
-
-
-def assert_no_npu_left(docker_engine, worker: str, wait_s: float = 10) -> None:
-    """No NPU the crashed worker started is left, running or not."""
-    deadline = time.monotonic() + wait_s
-    while docker_engine.containers.list(all=True, sparse=True, filters={"label": f"flowkit.worker={worker}"}):
-        assert time.monotonic() < deadline, f"an NPU of {worker} was not removed"
-        time.sleep(0.2)
 
 
 def running_on(run, wait_s: float = 30) -> str:
@@ -198,6 +139,10 @@ def test_a_lost_attempt_of_a_node_without_retries_fails_the_run_with_a_clear_rea
     assert error["error_type"] == "WorkerLost"
     assert error["message"] == f"worker {victim} was lost (no heartbeat for 3 s) while running this node"
     assert run.reason == "node charge failed"
+    # The run's timeline shows the attempt ended, not running for ever.
+    execution = NodeExecution.objects.get(run=run, node_id="charge", attempt=1)
+    assert (execution.outcome, execution.error_type) == ("failed", "WorkerLost")
+    assert execution.finished_at is not None
     assert_no_npu_left(docker_engine, victim)
 
 
@@ -236,3 +181,31 @@ def test_a_worker_restarted_under_the_same_name_recovers_what_its_previous_life_
             time.sleep(0.2)
     finally:
         stop_worker(worker)
+
+
+def test_dispatches_a_lost_worker_took_but_never_claimed_are_sent_again_at_once(
+    transactional_db, own_queue, settings
+):
+    settings.FLOWKIT_WORKER_LOST_AFTER_S = 3
+    settings.FLOWKIT_REDISPATCH_AFTER_S = 3600
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        # No worker serves this test's queue: the dispatch waits there until the
+        # "worker" below takes it, as a worker that prefetched it would, and dies.
+        run = single_node_run(node_code("value = 1"), "taken and lost")
+        assert broker.rpop(own_queue) is not None
+        silent = timezone.now() - timedelta(seconds=60)
+        WorkerStatus.objects.create(
+            name="gone@hostA", host="hostA", pid=1, state="online", started_at=silent, last_seen=silent
+        )
+        recover_lost_workers()
+        assert WorkerStatus.objects.get(name="gone@hostA").state == "lost"
+        message = broker.rpop(own_queue)
+        assert message is not None, "the dispatch was not sent again"
+        envelope = json.loads(message)
+        assert envelope["headers"]["task"] == "node_runner.run_node"
+        args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+        assert args == [str(run.id), "n", 1]
+        assert broker.llen(own_queue) == 0, "sent once"
+    finally:
+        broker.delete(own_queue)

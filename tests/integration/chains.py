@@ -5,8 +5,6 @@ the test's SideEffects server (tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from tests.integration.conftest import SideEffects, nodes_of
@@ -63,10 +61,3 @@ def assert_every_node_succeeded_once(run: Any, effects: SideEffects, node_count:
     assert "running" not in outcomes.values(), outcomes
     applied = {node_id: effects.applied[f"{run.id}/{node_id}"] for node_id in nodes}
     assert set(applied.values()) == {1}, f"side effects applied: {applied}"
-
-
-def wait_until(condition: Callable[[], bool], what: str, wait_s: float = 60) -> None:
-    deadline = time.monotonic() + wait_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out: {what}"
-        time.sleep(0.05)

@@ -23,7 +23,7 @@ import redis
 from control_unit.models import NodeRun, Run
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
-from tests.integration.chains import assert_every_node_succeeded_once, chains_document, wait_until
+from tests.integration.chains import assert_every_node_succeeded_once, chains_document
 from tests.integration.conftest import (
     HostWorkers,
     WorkerProcess,
@@ -31,6 +31,7 @@ from tests.integration.conftest import (
     nodes_of,
     single_node_run,
     wait_for_run,
+    wait_until,
     wait_until_serving,
 )
 from trace_monitor.models import NodeExecution, WorkerStatus
@@ -77,7 +78,7 @@ def test_a_rolling_restart_of_every_worker_during_a_run_loses_nothing(patient_wo
     for label in ("hostA", "hostB"):
         name = host_workers.name_on(label)
         running_there = NodeRun.objects.filter(run=run, state="running", worker=name)
-        wait_until(running_there.exists, f"{label} never ran a node: {nodes_of(run)}")
+        wait_until(f"{label} ran a node: {nodes_of(run)}", running_there.exists, wait_s=60)
         assert drain(host_workers.live[label]) == 0
         # Whatever it ran when told to drain, it finished: no node is left running there.
         assert not running_there.exists(), f"{label} exited during {list(running_there)}"
@@ -115,10 +116,11 @@ def test_a_drained_worker_gives_back_a_dispatch_it_held_but_had_not_started(
     flaky = node_code(first_fails)
     run = single_node_run(flaky, "held retry", retries=1, backoff_s=20, timeout_s=30)
     wait_until(
+        f"the retry is dispatched: {nodes_of(run)}",
         lambda: NodeRun.objects.filter(run=run, node_id="n", attempt=2, state="queued").exists(),
-        f"the retry was never dispatched: {nodes_of(run)}",
+        wait_s=60,
     )
-    wait_until(lambda: held_from(broker, own_queue) == 1, "hostA never took the retry's dispatch")
+    wait_until("hostA took the retry's dispatch", lambda: held_from(broker, own_queue) == 1, wait_s=60)
     assert drain(first) == 0
     assert NodeRun.objects.get(run=run, node_id="n").state == "queued", "hostA started the retry"
     assert held_from(broker, own_queue) == 0

@@ -23,7 +23,7 @@ from channels.testing import WebsocketCommunicator
 from control_unit.models import NodeRun
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
-from tests.integration.chains import assert_every_node_succeeded_once, chains_document, wait_until
+from tests.integration.chains import assert_every_node_succeeded_once, chains_document
 from tests.integration.conftest import (
     assert_no_npu_left,
     crash,
@@ -31,6 +31,7 @@ from tests.integration.conftest import (
     npu_containers,
     session_cookie,
     wait_for_run,
+    wait_until,
 )
 from trace_monitor.models import NodeExecution, WorkerStatus
 from web_ui.asgi import application
@@ -76,11 +77,12 @@ def test_a_pipeline_spreads_over_two_hosts_and_survives_losing_one(host_workers,
     # hostA dies mid-run, while it runs nodes and after some have finished.
     run = do_start_run(version)
     wait_until(
+        f"hostA runs a node of the second run: {nodes_of(run)}",
         lambda: (
             NodeRun.objects.filter(run=run, state="succeeded").count() >= CHAINS
             and NodeRun.objects.filter(run=run, state="running", worker=host_a).exists()
         ),
-        f"hostA never ran a node of the second run: {nodes_of(run)}",
+        wait_s=60,
     )
     crash(host_workers.live.pop("hostA"))
     running = NodeRun.objects.filter(run=run, state="running", worker=host_a)
@@ -108,4 +110,4 @@ def test_a_pipeline_spreads_over_two_hosts_and_survives_losing_one(host_workers,
     assert shown[host_a] == "lost"
     assert shown[host_b] == "online"
     assert_no_npu_left(docker_engine, host_a)
-    wait_until(lambda: not npu_containers(docker_engine, run), "an NPU of the run was left", wait_s=10)
+    wait_until("no NPU of the run is left", lambda: not npu_containers(docker_engine, run), wait_s=10)

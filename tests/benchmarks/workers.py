@@ -50,6 +50,7 @@ class BenchWorker:
     pool: PoolSetting
     # Pooled containers that existed before this worker started: not its own.
     foreign_pooled: frozenset[str] = field(default_factory=frozenset)
+    pool_missing: bool = False
 
     @property
     def name(self) -> str:
@@ -67,12 +68,13 @@ class BenchWorker:
 
     def wait_until_pool_is_warm(self) -> bool:
         """True once the worker holds an idle pooled NPU; False if none came (the pool
-        is disabled, or this build has none)."""
-        if not self.pool.enabled:
+        is disabled, or this build has none: then later calls do not wait again)."""
+        if not self.pool.enabled or self.pool_missing:
             return False
         deadline = time.monotonic() + POOL_WARM_WAIT_S
         while not self.pooled_containers():
             if time.monotonic() > deadline:
+                self.pool_missing = True
                 return False
             time.sleep(0.2)
         return True

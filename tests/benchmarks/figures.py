@@ -62,6 +62,14 @@ def _p(values: Sequence[float], q: float) -> float:
     return ms(percentile(values, q))
 
 
+def _failures(failures: Sequence[str]) -> list[str]:
+    """Nodes that failed during a measurement, said beside the figure they touched."""
+    if not failures:
+        return []
+    shown = "; ".join(f"`{failure[:160]}`" for failure in failures[:3])
+    return ["", f"Nodes that failed in this run ({len(failures)}; a failed chain is not counted): {shown}."]
+
+
 def stack_versions() -> list[str]:
     engine = docker.from_env().version()
     with connection.cursor() as cursor:
@@ -157,6 +165,7 @@ def _chain(sizes: Sizes) -> tuple[str, list[str], Sequence[str], list[Row]] | No
         "NPU image, each fed the same fibo(10) job on stdin, nothing of FlowKit around them.",
     ]
     columns = ("engine", "runs", "wall s (median)", "/ docker run floor", "/ Prefect")
+    text += _failures([*(_get(WARM, "chain_failures") or []), *(_get(DISABLED, "chain_failures") or [])])
     title = f"{sizes.chain}-node sequential chain of fibo(10): FlowKit, Prefect 3, plain docker run"
     return title, text, columns, rows
 
@@ -178,6 +187,7 @@ def _fan_out(sizes: Sizes) -> tuple[str, list[str], Sequence[str], list[Row]] | 
         f"churn with the same concurrency (docker SDK, {width} containers of the NPU image with "
         "FlowKit's hardening options, running `python3 -c pass`).",
     ]
+    text += _failures(_get("fan-out", "failures") or [])
     return (
         f"Fan-out: {width} nodes beside the engine's raw container churn",
         text,

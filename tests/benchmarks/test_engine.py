@@ -39,6 +39,7 @@ from tests.benchmarks.engine_runs import (
     run_to_completion,
 )
 from tests.benchmarks.peers import docker_churn_per_s, docker_run_chain_s, prefect_chain
+from tests.benchmarks.timings import NodeTimeline
 from tests.benchmarks.workers import POOL_DISABLED, POOL_WARM, BenchWorker, bench_worker
 from tests.integration.conftest import WebServer, wait_for_run
 from trace_monitor.kinds import TRANSITION_KINDS
@@ -50,6 +51,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(3600)
 
 CHAIN_LENGTH = 40
 CHAIN_REPEATS = 2
+MAX_FAILED_RUNS = 2
 FAN_OUT_WIDTH = 200
 WORKER_CONCURRENCY = 2  # tests/integration/conftest.py start_worker's --concurrency
 TRACE_CHAIN_LENGTH = 20
@@ -97,17 +99,25 @@ def test_chain_with_the_pool_warm(warm_worker: BenchWorker):
 
 
 def measure_chain(worker: BenchWorker) -> None:
-    walls, timelines = [], []
-    for repeat in range(CHAIN_REPEATS):
+    """CHAIN_REPEATS runs that succeed; a run whose node failed is reported, not
+    counted, and replaced (a few times at most)."""
+    walls: list[float] = []
+    timelines: list[NodeTimeline] = []
+    failures: list[str] = []
+    for attempt in range(CHAIN_REPEATS + MAX_FAILED_RUNS):
+        if len(walls) == CHAIN_REPEATS:
+            break
         worker.wait_until_pool_is_warm()
         finished = run_to_completion(
-            f"chain {repeat} ({worker.pool.name})", chain_document(CHAIN_LENGTH, FIBO_NODE)
+            f"chain {attempt} ({worker.pool.name})", chain_document(CHAIN_LENGTH, FIBO_NODE)
         )
         assert finished.workers == {worker.name}, f"nodes ran elsewhere: {finished.workers}"
-        assert len(finished.timelines) == CHAIN_LENGTH
+        if not finished.succeeded:
+            failures += [f"{node}: {error}" for node, error in finished.failures.items()]
+            continue
         walls.append(finished.wall_s)
         timelines += finished.timelines
-    figures.record(worker.pool.name, chain_walls_s=walls, chain_timelines=timelines)
+    figures.record(worker.pool.name, chain_walls_s=walls, chain_timelines=timelines, chain_failures=failures)
 
 
 def test_fan_out_with_the_pool_warm(warm_worker: BenchWorker):
@@ -117,7 +127,13 @@ def test_fan_out_with_the_pool_warm(warm_worker: BenchWorker):
     source = next(t for t in finished.timelines if t.node_id == "source")
     assert finished.run.finished_at is not None
     leaves_s = finished.run.finished_at.timestamp() - source.succeeded
-    figures.record("fan-out", per_s=FAN_OUT_WIDTH / leaves_s, wall_s=leaves_s)
+    # Every leaf took its worker slot and its container, failed or not.
+    figures.record(
+        "fan-out",
+        per_s=FAN_OUT_WIDTH / leaves_s,
+        wall_s=leaves_s,
+        failures=[f"{node}: {error}" for node, error in finished.failures.items()],
+    )
 
 
 def test_trace_latency_to_a_websocket_client(warm_worker: BenchWorker, daphne: WebServer):

@@ -33,6 +33,9 @@ PUBLISHED_CHAIN_S = (
     ("Airflow (published)", 116.0),
 )
 
+# A document section: its title, its explanation, the table's columns and rows.
+Section = tuple[str, list[str], Sequence[str], list[Row]]
+
 _results: dict[str, dict[str, Any]] = {}
 
 
@@ -90,7 +93,7 @@ def stack_versions() -> list[str]:
 # -- sections ----------------------------------------------------------------------------
 
 
-def _dispatch(sizes: Sizes) -> tuple[str, list[str], Sequence[str], list[Row]] | None:
+def _dispatch(sizes: Sizes) -> Section | None:
     timelines: dict[str, list[NodeTimeline]] = {
         setting: _get(setting, "chain_timelines")
         for setting in (WARM, DISABLED)
@@ -111,7 +114,14 @@ def _dispatch(sizes: Sizes) -> tuple[str, list[str], Sequence[str], list[Row]] |
         )
         for setting, values in latencies.items()
     ]
-    pool_seen = _get("pool", "pooled_npus_seen")
+    pool_note = (
+        "yes"
+        if _get("pool", "pooled_npus_seen")
+        else (
+            "no — this build has no pool: both rows create an NPU per node, and the difference "
+            "between them is the machine's load, which varied during the run"
+        )
+    )
     text = [
         'From "node ready" (the control unit\'s `queued` trace event: the FCB made the node ready and '
         'dispatched it, in the transaction whose commit sends the Celery task) to "user code '
@@ -119,14 +129,14 @@ def _dispatch(sizes: Sizes) -> tuple[str, list[str], Sequence[str], list[Row]] |
         f"output): the nodes of the {sizes.chain}-node fibo(10) chains below, one node at a time, so no node "
         "waits for a free worker slot. One worker started with the pool warm "
         f"(`FLOWKIT_NPU_POOL_MAX=4 FLOWKIT_NPU_POOL_MIN=1`; idle pooled NPUs seen: "
-        f"{'yes' if pool_seen else 'no — this build has no pool, both rows create an NPU per node'}) "
+        f"{pool_note}) "
         "and one with `FLOWKIT_NPU_POOL_MAX=0` (the baseline: an NPU created per node).",
     ]
     columns = ("setting", "nodes", "p50 ms", "p99 ms", "p50 / disabled", "p99 / disabled")
     return "Dispatch latency: node ready to user code, pool warm and disabled", text, columns, rows
 
 
-def _chain(sizes: Sizes) -> tuple[str, list[str], Sequence[str], list[Row]] | None:
+def _chain(sizes: Sizes) -> Section | None:
     floor = _get("docker run", "wall_s")
     prefect = _get("prefect", "walls_s")
     prefect_s = statistics.median(prefect) if prefect else None
@@ -170,7 +180,7 @@ def _chain(sizes: Sizes) -> tuple[str, list[str], Sequence[str], list[Row]] | No
     return title, text, columns, rows
 
 
-def _fan_out(sizes: Sizes) -> tuple[str, list[str], Sequence[str], list[Row]] | None:
+def _fan_out(sizes: Sizes) -> Section | None:
     width, concurrency = sizes.fan_out, sizes.concurrency
     rate, churn = _get("fan-out", "per_s"), _get("churn", "per_s")
     if rate is None and churn is None:
@@ -196,7 +206,7 @@ def _fan_out(sizes: Sizes) -> tuple[str, list[str], Sequence[str], list[Row]] | 
     )
 
 
-def _overhead(sizes: Sizes) -> tuple[str, list[str], Sequence[str], list[Row]] | None:
+def _overhead(sizes: Sizes) -> Section | None:
     rows: list[Row] = []
     for setting in (WARM, DISABLED):
         timelines = _get(setting, "chain_timelines")
@@ -238,7 +248,7 @@ def _overhead(sizes: Sizes) -> tuple[str, list[str], Sequence[str], list[Row]] |
     return "Engine overhead per node, excluding the container's own time", text, columns, rows
 
 
-def _trace(sizes: Sizes) -> tuple[str, list[str], Sequence[str], list[Row]] | None:
+def _trace(sizes: Sizes) -> Section | None:
     transitions, execution = _get("trace", "transitions_s"), _get("trace", "execution_s")
     transport = _get("trace", "transport_s")
     if transitions is None:
@@ -274,7 +284,7 @@ def _trace(sizes: Sizes) -> tuple[str, list[str], Sequence[str], list[Row]] | No
     )
 
 
-def _memory(sizes: Sizes) -> tuple[str, list[str], Sequence[str], list[Row]] | None:
+def _memory(sizes: Sizes) -> Section | None:
     memory = _results.get("memory")
     if not memory:
         return None

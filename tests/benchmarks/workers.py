@@ -63,7 +63,7 @@ class BenchWorker:
             container
             for container in pooled_containers()
             if container.id not in self.foreign_pooled
-            and container.labels.get("flowkit.worker", self.name) == self.name
+            and (container.attrs.get("Labels") or {}).get("flowkit.worker", self.name) == self.name
         ]
 
     def wait_until_pool_is_warm(self) -> bool:
@@ -87,7 +87,9 @@ class BenchWorker:
 
 
 def pooled_containers() -> list[docker.models.containers.Container]:
-    return docker.from_env().containers.list(filters={"label": POOL_LABEL})
+    # Sparse: the full listing inspects each container, and another worker's pooled
+    # NPU can be taken and removed between the listing and its inspection.
+    return docker.from_env().containers.list(sparse=True, filters={"label": POOL_LABEL})
 
 
 @contextmanager

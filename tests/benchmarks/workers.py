@@ -1,0 +1,110 @@
+"""Celery workers for the engine benchmarks, each started with its own NPU pool
+setting and on its own queue.
+
+A worker reads FLOWKIT_NPU_POOL_MAX / FLOWKIT_NPU_POOL_MIN when it starts, so "pool
+warm" and "pool disabled" are two worker processes. Each gets a queue of its own:
+the session's `celery_worker` (tests/conftest.py), started by other benchmarks, must
+never take a benchmark's node, nor one benchmark worker another's.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import psutil
+from django.test import override_settings
+
+from tests.integration.conftest import WorkerProcess, start_worker, stop_worker
+
+POOL_LABEL = "flowkit.pool"
+# How long a new worker may take to fill its pool; a build without the pool never
+# does, and the benchmark then says so rather than waiting longer.
+POOL_WARM_WAIT_S = 20.0
+
+
+@dataclass(frozen=True)
+class PoolSetting:
+    name: str
+    env: dict[str, str]
+
+    @property
+    def enabled(self) -> bool:
+        return self.env.get("FLOWKIT_NPU_POOL_MAX") != "0"
+
+
+POOL_WARM = PoolSetting("pool warm", {"FLOWKIT_NPU_POOL_MAX": "4", "FLOWKIT_NPU_POOL_MIN": "1"})
+POOL_DISABLED = PoolSetting("pool disabled", {"FLOWKIT_NPU_POOL_MAX": "0"})
+
+
+@dataclass
+class BenchWorker:
+    process: WorkerProcess
+    queue: str
+    pool: PoolSetting
+    # Pooled containers that existed before this worker started: not its own.
+    foreign_pooled: frozenset[str] = field(default_factory=frozenset)
+    pool_missing: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.process.name
+
+    def pooled_containers(self) -> list[docker.models.containers.Container]:
+        """This worker's idle pooled NPUs (the pool labels them flowkit.pool=<profile>):
+        new since it started, and not labelled as another worker's."""
+        return [
+            container
+            for container in pooled_containers()
+            if container.id not in self.foreign_pooled
+            and (container.attrs.get("Labels") or {}).get("flowkit.worker", self.name) == self.name
+        ]
+
+    def wait_until_pool_is_warm(self) -> bool:
+        """True once the worker holds an idle pooled NPU; False if none came (the pool
+        is disabled, or this build has none: then later calls do not wait again)."""
+        if not self.pool.enabled or self.pool_missing:
+            return False
+        deadline = time.monotonic() + POOL_WARM_WAIT_S
+        while not self.pooled_containers():
+            if time.monotonic() > deadline:
+                self.pool_missing = True
+                return False
+            time.sleep(0.2)
+        return True
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the worker's main process and its pool children. Pages
+        they share (the forked interpreter) are counted in each, as `ps` does."""
+        main = psutil.Process(self.process.process.pid)
+        return sum(process.memory_info().rss for process in [main, *main.children(recursive=True)])
+
+
+def pooled_containers() -> list[docker.models.containers.Container]:
+    # Sparse: the full listing inspects each container, and another worker's pooled
+    # NPU can be taken and removed between the listing and its inspection.
+    return docker.from_env().containers.list(sparse=True, filters={"label": POOL_LABEL})
+
+
+@contextmanager
+def bench_worker(pool: PoolSetting, log_dir: Path) -> Iterator[BenchWorker]:
+    """A worker with ``pool`` on a fresh queue; runs started meanwhile (in this
+    process) are dispatched to it."""
+    queue = f"flowkit-bench-{uuid.uuid4().hex[:8]}"
+    foreign = frozenset(c.id for c in pooled_containers())
+    with override_settings(FLOWKIT_CELERY_QUEUE=queue):
+        process = start_worker(
+            f"{queue}@{socket.gethostname()}",
+            log_dir / f"{queue}.log",
+            env={"FLOWKIT_CELERY_QUEUE": queue, **pool.env},
+        )
+        try:
+            yield BenchWorker(process, queue, pool, foreign)
+        finally:
+            stop_worker(process)

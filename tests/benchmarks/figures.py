@@ -21,6 +21,7 @@ from django.db import connection
 
 from tests.benchmarks.report import COMMAND, Row, cell, machine, markdown_table, print_table, write_section
 from tests.benchmarks.timings import NodeTimeline, ms, percentile
+from tests.benchmarks.workers import POOL_WARM
 
 SOURCE = "tests/benchmarks/test_engine.py"
 WARM, DISABLED = "pool warm", "pool disabled"
@@ -128,7 +129,7 @@ def _dispatch(sizes: Sizes) -> Section | None:
         "starts\" (the node's first line reads the clock inside the NPU and returns it as an "
         f"output): the nodes of the {sizes.chain}-node fibo(10) chains below, one node at a time, so no node "
         "waits for a free worker slot. One worker started with the pool warm "
-        f"(`FLOWKIT_NPU_POOL_MAX=4 FLOWKIT_NPU_POOL_MIN=1`; idle pooled NPUs seen: "
+        f"(`{' '.join(f'{name}={value}' for name, value in POOL_WARM.env.items())}`; idle pooled NPUs seen: "
         f"{pool_note}) "
         "and one with `FLOWKIT_NPU_POOL_MAX=0` (the baseline: an NPU created per node).",
     ]

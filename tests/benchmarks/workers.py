@@ -39,7 +39,8 @@ class PoolSetting:
         return self.env.get("FLOWKIT_NPU_POOL_MAX") != "0"
 
 
-POOL_WARM = PoolSetting("pool warm", {"FLOWKIT_NPU_POOL_MAX": "4", "FLOWKIT_NPU_POOL_MIN": "1"})
+# The pool as deployed: the defaults of web_ui/settings.py.
+POOL_WARM = PoolSetting("pool warm", {"FLOWKIT_NPU_POOL_MAX": "4", "FLOWKIT_NPU_POOL_MIN": "2"})
 POOL_DISABLED = PoolSetting("pool disabled", {"FLOWKIT_NPU_POOL_MAX": "0"})
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import docker.errors
 
+from node_runner.reaper import remove_container
+
 log = logging.getLogger(__name__)
 
 
@@ -90,9 +92,7 @@ def discard(npu: ReadyNpu) -> None:
 
 def remove_npu(container: Any) -> None:
     try:
-        container.remove(force=True)
-    except docker.errors.NotFound:
-        pass
+        remove_container(container)
     except Exception:
         # The engine may be gone for a moment (restarting). The worker's heartbeat
         # removes its exited NPUs later (reaper.reap_exited); the outcome is not lost.

@@ -25,7 +25,7 @@ def reap_worker_containers(
         # The engine gives whole seconds: a container of the same second is spared.
         if created_before is not None and int(container.attrs.get("Created", 0)) >= int(created_before):
             continue
-        if _remove(container):
+        if remove_container(container):
             removed.append(container.short_id)
     return removed
 
@@ -43,7 +43,7 @@ def reap_exited(worker: str, older_than_s: float = 30.0) -> list[str]:
         finished = _parse_docker_time(container.attrs.get("State", {}).get("FinishedAt", ""))
         if finished is not None and finished > cutoff:
             continue
-        if _remove(container):
+        if remove_container(container):
             removed.append(container.short_id)
     return removed
 
@@ -70,12 +70,12 @@ def reap_npu_containers(*, include_running: bool = False) -> list[str]:
     for container in npus:
         if container.status in ("running", "paused") and not include_running:
             continue
-        if _remove(container):
+        if remove_container(container):
             removed.append(container.short_id)
     return removed
 
 
-def _remove(container: Any) -> bool:
+def remove_container(container: Any) -> bool:
     """Remove ``container``; False when it is already gone or going (its runner, or
     another reaper, removes it right now: the engine answers 409 Conflict)."""
     try:

@@ -10,6 +10,7 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import docker
 from django.conf import settings
@@ -118,18 +119,24 @@ def docker_run_chain_s(count: int) -> float:
     return time.perf_counter() - started
 
 
+def bench_npu_options(purpose: str) -> dict[str, Any]:
+    """An NPU's create options as the runner makes them (hardened, default limits),
+    labelled with the benchmark's ``purpose``."""
+    return npu_container_options(
+        image=settings.FLOWKIT_NPU_IMAGE,
+        limits=NodeLimits.defaults(),
+        labels={"flowkit.bench": purpose},
+        runtime=settings.FLOWKIT_NPU_RUNTIME,
+        network_name=settings.FLOWKIT_NPU_NETWORK,
+    )
+
+
 def docker_churn_per_s(count: int, concurrency: int) -> float:
     """Containers per second the engine creates, starts, waits for and removes, with
     ``concurrency`` at a time (a worker's): the NPU image with FlowKit's hardened
     options, running a trivial command instead of the runtime."""
     client = docker.from_env()
-    options = npu_container_options(
-        image=settings.FLOWKIT_NPU_IMAGE,
-        limits=NodeLimits.defaults(),
-        labels={"flowkit.bench": "churn"},
-        runtime=settings.FLOWKIT_NPU_RUNTIME,
-        network_name=settings.FLOWKIT_NPU_NETWORK,
-    )
+    options = bench_npu_options("churn")
     options.update(entrypoint=["python3", "-c", "pass"], stdin_open=False, detach=True)
 
     def churn(_: int) -> None:

@@ -21,15 +21,11 @@ from typing import Any
 import docker
 import psutil
 import pytest
-from django.conf import settings
-from django.contrib.auth.models import Group, User
-from django.test import Client
 from websockets.sync.client import connect
 
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
-from node_runner.container_spec import npu_container_options
-from node_runner.limits import NodeLimits
+from node_runner.resource_sampler import npu_sample
 from tests.benchmarks import figures
 from tests.benchmarks.engine_runs import (
     FIBO_NODE,
@@ -38,10 +34,10 @@ from tests.benchmarks.engine_runs import (
     fan_out_document,
     run_to_completion,
 )
-from tests.benchmarks.peers import docker_churn_per_s, docker_run_chain_s, prefect_chain
+from tests.benchmarks.peers import bench_npu_options, docker_churn_per_s, docker_run_chain_s, prefect_chain
 from tests.benchmarks.timings import NodeTimeline
 from tests.benchmarks.workers import POOL_DISABLED, POOL_WARM, BenchWorker, bench_worker
-from tests.integration.conftest import WebServer, wait_for_run
+from tests.integration.conftest import WebServer, session_cookie, wait_for_run
 from trace_monitor.kinds import TRANSITION_KINDS
 from trace_monitor.recorder import run_group, send
 
@@ -145,7 +141,7 @@ def test_trace_latency_to_a_websocket_client(warm_worker: BenchWorker, daphne: W
     transport: list[float] = []
     with connect(
         f"ws://127.0.0.1:{daphne.port}/ws/runs/{run.id}/",
-        additional_headers={"Origin": "http://localhost", "Cookie": viewer_session_cookie()},
+        additional_headers={"Origin": "http://localhost", "Cookie": session_cookie("viewer")},
         max_size=None,
     ) as ws:
         assert json.loads(ws.recv(timeout=30))["type"] == "snapshot"
@@ -197,33 +193,18 @@ def test_report():
 # -- helpers ---------------------------------------------------------------------------
 
 
-def viewer_session_cookie() -> str:
-    user = User.objects.create_user(
-        f"bench-viewer-{time.monotonic_ns()}", password="a long enough password 123"
-    )
-    user.groups.add(Group.objects.get_or_create(name="viewer")[0])
-    client = Client()
-    client.force_login(user)
-    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-
-
 def container_memory_bytes(container: Any) -> int:
-    """What `docker stats` shows: the cgroup's memory less its inactive file cache."""
-    memory = container.stats(stream=False)["memory_stats"]
-    stats = memory.get("stats", {})
-    return int(memory["usage"]) - int(stats.get("inactive_file", stats.get("total_inactive_file", 0)))
+    """What `docker stats` shows, as the resource sampler reads it: the cgroup's memory
+    less its inactive file cache."""
+    sample = npu_sample(container.stats(stream=False))
+    assert sample is not None, "the container stopped before it was measured"
+    return sample.memory_bytes
 
 
 def idle_npu_memory_bytes() -> int:
     """An NPU as the pool would hold it: hardened, started, its runtime waiting for a
     job on stdin (nobody attaches, so stdin stays open)."""
-    options = npu_container_options(
-        image=settings.FLOWKIT_NPU_IMAGE,
-        limits=NodeLimits.defaults(),
-        labels={"flowkit.bench": "idle-npu"},
-        runtime=settings.FLOWKIT_NPU_RUNTIME,
-        network_name=settings.FLOWKIT_NPU_NETWORK,
-    )
+    options = bench_npu_options("idle-npu")
     container = docker.from_env().containers.run(**{**options, "detach": True})
     try:
         time.sleep(2)  # the runtime is up and blocked on stdin

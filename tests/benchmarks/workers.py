@@ -21,9 +21,9 @@ import docker
 import psutil
 from django.test import override_settings
 
+from node_runner.container_spec import POOL_LABEL
 from tests.integration.conftest import WorkerProcess, start_worker, stop_worker
 
-POOL_LABEL = "flowkit.pool"
 # How long a new worker may take to fill its pool; a build without the pool never
 # does, and the benchmark then says so rather than waiting longer.
 POOL_WARM_WAIT_S = 20.0

@@ -54,6 +54,9 @@ def web_server(
         pytest.fail("the front end is not built: run `make test` (it builds web_ui/frontend)")
     port = free_port()
     env = {key: value for key, value in server_environment().items() if key != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    # Every browser test signs in from 127.0.0.1, a dozen a minute on a fast machine: the
+    # sign-in limit (tests/integration/test_web_security.py) would refuse the eleventh.
+    env["FLOWKIT_SIGN_IN_RATE"] = "1000/m"
     log_path = tmp_path_factory.mktemp("daphne") / "daphne.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -76,7 +76,12 @@ def test_a_long_run_is_paused_and_resumed_and_finishes(editor_page: Page):
     expect(page.get_by_role("button", name="Pause")).to_have_count(0)
     expect(graph_node(page, "b")).to_have_attribute("data-state", "pending")
 
-    page.get_by_role("button", name="Resume").focus()  # the controls work from the keyboard
+    resume = page.get_by_role("button", name="Resume")
+    # The stream may show "paused" before the Pause request returns; until it does the
+    # controls are disabled, and a disabled button takes no focus.
+    expect(resume).to_be_enabled()
+    resume.focus()  # the controls work from the keyboard
+    expect(resume).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("run-state")).to_have_text("running")
     expect(page.get_by_test_id("run-state")).to_have_text("succeeded", timeout=RUN_TIMEOUT_MS)

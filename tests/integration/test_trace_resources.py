@@ -46,6 +46,8 @@ def test_a_cpu_burning_node_shows_cpu_samples_near_its_quota(celery_worker):
     execution = NodeExecution.objects.get(run=run, node_id="n")
     assert execution.cpu_percent_max == max(cpu)
     assert execution.outcome == "succeeded"
+    median = statistics.median(cpu)
+    print(f"figures: quota 50 %, {len(cpu)} CPU samples, median {median:.1f} %, max {max(cpu):.1f} %")
 
 
 def test_a_node_that_allocates_200_mb_shows_it_in_its_memory_samples(celery_worker):
@@ -64,6 +66,7 @@ def test_a_node_that_allocates_200_mb_shows_it_in_its_memory_samples(celery_work
     assert max(memory) < 400 * MiB, [m // MiB for m in memory]
     assert {sample.memory_limit_bytes for sample in samples_of(run)} == {512 * MiB}
     assert NodeExecution.objects.get(run=run, node_id="n").memory_bytes_max == max(memory)
+    print(f"figures: {len(memory)} memory samples, max {max(memory) / MiB:.1f} MiB of a 512 MiB limit")
 
 
 PAYLOAD = b"x" * (20 * MiB)
@@ -102,6 +105,7 @@ def test_a_node_that_downloads_from_a_local_server_shows_network_bytes(celery_wo
     assert received[-1] >= len(PAYLOAD), received
     assert received == sorted(received), "network counters only grow"
     assert NodeExecution.objects.get(run=run, node_id="n").net_rx_bytes == received[-1]
+    print(f"figures: {len(received)} network samples, {received[-1] / MiB:.2f} MiB received of 20 MiB sent")
 
 
 def test_a_node_without_network_has_no_network_figures(celery_worker):

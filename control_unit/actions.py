@@ -11,6 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from control_unit import audit
 from control_unit.models import NodeTestRun
 from control_unit.models import NodeTestRunState as S
 from control_unit.transitions import InvalidTransition, sources_of
@@ -30,6 +31,8 @@ def do_start_node_test_run(
     test_run = NodeTestRun.objects.create(
         code=code, inputs=inputs, limits=limits or {}, label=label, created_by=user
     )
+    # A node test executes arbitrary code, as a run does: it is audited like one.
+    audit.record("node_test.start", user, test_run.id, label=label)
     from node_runner.tasks import run_node_test
 
     transaction.on_commit(lambda: run_node_test.delay(str(test_run.id)))

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 
+from control_unit import audit
 from node_runner.celery import app
 from trace_monitor.models import WorkerStatus
 from trace_monitor.recorder import MONITOR_GROUP, send
@@ -40,7 +42,9 @@ class DrainOrder:
     queues: tuple[str, ...]
 
 
-def do_drain_worker(name: str, *, reply_timeout_s: float = REPLY_TIMEOUT_S) -> DrainOrder:
+def do_drain_worker(
+    name: str, *, user: Any = None, via: str = "", reply_timeout_s: float = REPLY_TIMEOUT_S
+) -> DrainOrder:
     status = WorkerStatus.objects.filter(name=name).first()
     if status is None:
         known = ", ".join(WorkerStatus.objects.values_list("name", flat=True)[:20]) or "none"
@@ -60,6 +64,7 @@ def do_drain_worker(name: str, *, reply_timeout_s: float = REPLY_TIMEOUT_S) -> D
             )
     with transaction.atomic():
         WorkerStatus.objects.filter(name=name, state="online").update(state="draining")
+        audit.record("worker.drain", user, name, via=via, queues=list(queues))
         frame = worker_frame(WorkerStatus.objects.get(name=name))
         transaction.on_commit(lambda: send(MONITOR_GROUP, {"type": "monitor.worker", "worker": frame}))
     # No reply: the worker raises WorkerShutdown in its control handler and answers no more.

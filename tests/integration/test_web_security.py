@@ -220,6 +220,13 @@ def test_starting_runs_is_rate_limited_per_user(settings, no_broker):
     assert response.json() == {"code": "rate_limited", "message": "too many runs started; the limit is 2/m"}
     other = client_for("editor")
     assert other.post(url, "{}", content_type="application/json").status_code == 201, "limits are per user"
+    # A node test runs code as a run does, and draws on the same budget.
+    node_test = other.post("/api/node-tests", '{"code": "value = 1"}', content_type="application/json")
+    assert node_test.status_code == 201
+    assert other.post("/api/node-tests", '{"code": "value = 1"}', content_type="application/json").json() == {
+        "code": "rate_limited",
+        "message": "too many runs started; the limit is 2/m",
+    }
 
 
 def test_the_audit_log_records_sign_ins_edits_run_controls_and_secret_operations(no_broker):
@@ -245,6 +252,7 @@ def test_the_audit_log_records_sign_ins_edits_run_controls_and_secret_operations
     call("POST", "/api/secrets", {"name": "AUDITED", "value": "a secret value 123"})
     call("DELETE", "/api/secrets/AUDITED")
     call("DELETE", f"/api/pipelines/{pipeline['id']}")
+    call("POST", "/api/node-tests", {"code": "value = 1", "label": "audited test"})
 
     log = call("GET", "/api/audit?limit=100")
     actions = [(event["actor"], event["action"]) for event in reversed(log)]
@@ -253,10 +261,11 @@ def test_the_audit_log_records_sign_ins_edits_run_controls_and_secret_operations
         ("auditor", "pipeline.save"), ("auditor", "pipeline.update"), ("auditor", "run.start"),
         ("auditor", "run.pause"), ("auditor", "run.resume"), ("auditor", "run.cancel"),
         ("auditor", "run.restart"), ("auditor", "secret.created"), ("auditor", "secret.deleted"),
-        ("auditor", "pipeline.delete"),
+        ("auditor", "pipeline.delete"), ("auditor", "node_test.start"),
     ]  # fmt: skip
     assert "a secret value 123" not in json.dumps(log)
     assert log[-1]["ip"] == "127.0.0.1"
+    assert log[0]["detail"] == {"label": "audited test"}
     assert [e["action"] for e in call("GET", "/api/audit?action=run.")] == [
         "run.restart", "run.cancel", "run.resume", "run.pause", "run.start",
     ]  # fmt: skip

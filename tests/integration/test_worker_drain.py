@@ -13,6 +13,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.test import Client
 
+from control_unit.models import AuditEvent
 from node_runner.celery import app
 from tests.integration.conftest import (
     WorkerProcess,
@@ -122,6 +123,8 @@ def test_an_admin_drains_a_worker_through_the_api_and_others_may_not(workers, wo
     response = admin.post(path)
     assert response.status_code == 202, response.content
     assert response.json() == {"worker": name, "state": "draining", "queues": [worker_queue]}
+    audited = AuditEvent.objects.get(action="worker.drain", target=name)
+    assert (audited.actor, audited.via, audited.detail) == ("admin-user", "api", {"queues": [worker_queue]})
     wait_until("the drained worker exits", lambda: workers[name].process.poll() is not None, wait_s=60)
     wait_until("it shows stopped", lambda: WorkerStatus.objects.get(name=name).state == "stopped")
     again = admin.post(path)

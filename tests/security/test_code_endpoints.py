@@ -5,6 +5,7 @@ The code would leave a marker file on the host if it ever ran anywhere else."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.test import Client
 
-from control_unit.models import Pipeline, Run
+from control_unit.models import NodeTestRun, Pipeline, Run
 from tests.security.conftest import marker_path, nodes_of, wait_for_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,6 +52,8 @@ def send(client: Client, method: str, url: str, data: Any) -> Any:
 
 
 def post_code_everywhere(client: Client, code: str, pipeline_id: str) -> dict[str, int]:
+    """Every endpoint that stores or checks code; /api/node-tests, which runs it, has its
+    own tests below."""
     doc = document(code)
     exported = {"format": "flowkit-pipeline", "name": "imported", "document": doc}
     return {
@@ -65,6 +68,10 @@ def post_code_everywhere(client: Client, code: str, pipeline_id: str) -> dict[st
     }
 
 
+def post_node_test(client: Client, code: str) -> Any:
+    return send(client, "post", "/api/node-tests", {"code": code, "label": "hostile"})
+
+
 @pytest.fixture
 def existing_pipeline() -> Pipeline:
     from control_unit.pipeline_actions import do_create_pipeline
@@ -76,7 +83,9 @@ def test_anonymous_code_posts_are_refused_with_401_and_store_nothing(existing_pi
     marker = marker_path("anonymous")
     statuses = post_code_everywhere(client_for(None), hostile_code(marker), str(existing_pipeline.id))
     assert set(statuses.values()) == {401}, statuses
+    assert post_node_test(client_for(None), hostile_code(marker)).status_code == 401
     assert Pipeline.objects.count() == 1
+    assert NodeTestRun.objects.count() == 0
     assert existing_pipeline.versions.count() == 1
     assert not marker.exists()
     assert not Path(f"{marker}-shell").exists()
@@ -90,11 +99,14 @@ def test_editor_code_posts_are_stored_and_checked_as_text_never_executed(existin
     assert not marker.exists()
     assert not Path(f"{marker}-shell").exists()
     # A viewer may validate but not store; validation does not execute either.
-    viewer = post_code_everywhere(client_for("viewer"), hostile_code(marker), str(existing_pipeline.id))
+    viewer_client = client_for("viewer")
+    viewer = post_code_everywhere(viewer_client, hostile_code(marker), str(existing_pipeline.id))
     assert viewer["validate"] == 200
     assert {viewer[name] for name in ("create", "save", "import", "import_bare", "duplicate")} == {403}
+    assert post_node_test(viewer_client, hostile_code(marker)).status_code == 403
     assert not marker.exists()
     assert Run.objects.count() == 0
+    assert NodeTestRun.objects.count() == 0
 
 
 def test_code_posted_and_run_through_the_api_executes_only_inside_an_npu(celery_worker, sandbox):
@@ -112,6 +124,28 @@ def test_code_posted_and_run_through_the_api_executes_only_inside_an_npu(celery_
     # The code did run, and found its marker: inside its NPU, not on this host.
     assert run.state == "succeeded", node.error
     assert node.outputs == {"value": True}
+    assert not marker.exists()
+    assert not Path(f"{marker}-shell").exists()
+    sandbox.assert_bystander_unaffected(bystander)
+    sandbox.assert_worker_still_serves()
+
+
+def test_code_posted_to_the_node_test_endpoint_executes_only_inside_an_npu(celery_worker, sandbox):
+    marker = marker_path("node-test")
+    editor = client_for("editor")
+    bystander = sandbox.start_bystander()
+    started = post_node_test(editor, hostile_code(marker))
+    assert started.status_code == 201, started.content
+    deadline = time.monotonic() + 120
+    while (result := editor.get(f"/api/node-tests/{started.json()['id']}").json())["state"] not in (
+        "succeeded",
+        "failed",
+    ):
+        assert time.monotonic() < deadline, f"the node test is still {result['state']}"
+        time.sleep(0.2)
+    # The code did run, and found its marker: inside its NPU, not on this host.
+    assert result["state"] == "succeeded", result["error"]
+    assert result["outputs"] == {"value": True}
     assert not marker.exists()
     assert not Path(f"{marker}-shell").exists()
     sandbox.assert_bystander_unaffected(bystander)

@@ -13,16 +13,18 @@ from ninja import Router, Status
 from control_unit.actions import do_start_node_test_run
 from control_unit.models import NodeTestRun
 from web_ui.api.schemas import NodeTestIn, NodeTestOut, NodeTestStartedOut, error_responses
+from web_ui.rate_limits import check_run_start_rate
 from web_ui.roles import EDITOR, VIEWER, require_role
 
 router = Router(tags=["node tests"])
-ERRORS = error_responses(404, 422)
+ERRORS = error_responses(404, 422, 429)
 
 
 @router.post("", response={201: NodeTestStartedOut, **ERRORS})
 def start_node_test(request: HttpRequest, payload: NodeTestIn) -> Status[Any]:
     # Editor, not viewer: a test run executes arbitrary code and may resolve secrets.
     require_role(request.user, EDITOR)
+    check_run_start_rate(request)  # a node test is a run of one node: the same budget
     test_run = do_start_node_test_run(
         code=payload.code,
         inputs=payload.inputs,

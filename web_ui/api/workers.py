@@ -21,7 +21,7 @@ def drain(request: HttpRequest, name: str) -> Status:
     on /api/workers shows draining, then stopped."""
     require_role(request.user, ADMIN)
     try:
-        order = do_drain_worker(name)
+        order = do_drain_worker(name, user=request.user, via="api")
     except DrainError as exc:
         status = 404 if isinstance(exc, UnknownWorker) else 409
         raise ApiError(status, "cannot_drain", str(exc)) from None

@@ -34,14 +34,18 @@ def register(commands: Any) -> None:
 
 def create_token(args: argparse.Namespace) -> int:
     from django.contrib.auth import get_user_model
+    from django.db import transaction
 
+    from control_unit import audit
     from web_ui.models import ApiToken
 
     user = get_user_model().objects.filter(username=args.username).first()
     if user is None:
         console.print(f"[red]no user {args.username}[/red]")
         return 2
-    _, token = ApiToken.issue(user, args.name)
+    with transaction.atomic():
+        row, token = ApiToken.issue(user, args.name)
+        audit.record("token.create", user, row.name, via="cli")
     console.print(token, markup=False)
     return 0
 

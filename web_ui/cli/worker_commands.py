@@ -77,7 +77,7 @@ def drain_worker(args: argparse.Namespace) -> int:
     from node_runner.drain import DrainError, do_drain_worker
 
     try:
-        order = do_drain_worker(args.name)
+        order = do_drain_worker(args.name, via="cli")
     except DrainError as exc:
         errors.print(f"[red]cannot drain:[/red] {escape(str(exc))}")
         return 1

@@ -60,7 +60,7 @@ def test_a_secret_stored_in_the_vault_is_masked_in_the_nodes_output(editor_page:
     expect(page.get_by_text("No secrets yet.")).to_be_visible()
 
 
-def test_an_admin_reads_the_audit_log_and_a_viewer_cannot_edit_secrets(page: Page):
+def test_an_admin_reads_the_audit_logs_and_a_viewer_can_neither_read_them_nor_edit_secrets(page: Page):
     make_user("ada", "admin")
     log_in(page, "ada", "/app/secrets")
     form = page.get_by_role("form", name="Add a secret")
@@ -74,6 +74,17 @@ def test_an_admin_reads_the_audit_log_and_a_viewer_cannot_edit_secrets(page: Pag
     expect(log.locator("tbody tr").first).to_contain_text("create")
     expect(log.locator("tbody tr").first).to_contain_text("DB_PASSWORD")
     expect(log).to_contain_text("ada")
+
+    # The whole audit log: the sign-in and the secret, filtered by kind from the URL.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit").click()
+    events = page.get_by_role("table", name="Audit events")
+    expect(events.locator('tr[data-action="auth.sign_in"]').first).to_contain_text("ada")
+    expect(events.locator('tr[data-action="auth.sign_in"]').first).to_contain_text("web · 127.0.0.1")
+    expect(events.locator('tr[data-action="secret.created"]')).to_contain_text("DB_PASSWORD")
+    page.get_by_label("Kind").select_option(label="secrets")
+    expect(page).to_have_url(re.compile(r"/app/audit\?action=secret\.$"))
+    expect(events.locator("tbody tr")).to_have_count(1)
+    expect(events).not_to_contain_text("correct horse battery")
     page.get_by_role("button", name="Log out").click()
 
     make_user("vic", "viewer")
@@ -84,6 +95,9 @@ def test_an_admin_reads_the_audit_log_and_a_viewer_cannot_edit_secrets(page: Pag
         expect(page.get_by_role("button", name=name)).to_have_count(0)
     expect(page.get_by_text("Your role (viewer) can see secret names only.")).to_be_visible()
     page.goto("/app/secrets/audit")
+    expect(page.get_by_role("alert")).to_contain_text("The audit log is for admins.")
+    expect(page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit")).to_have_count(0)
+    page.goto("/app/audit")
     expect(page.get_by_role("alert")).to_contain_text("The audit log is for admins.")
 
 

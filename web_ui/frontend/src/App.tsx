@@ -3,6 +3,7 @@
 import { useEffect, useState } from "react";
 import { createBrowserRouter, Link, NavLink, Outlet, RouterProvider } from "react-router-dom";
 import { api, csrfToken, messageOf, type Me } from "./api";
+import { AuditPage } from "./pages/AuditPage";
 import { EditorPage } from "./pages/EditorPage";
 import { PipelinesPage } from "./pages/PipelinesPage";
 import { ResourcesPage } from "./pages/ResourcesPage";
@@ -30,6 +31,7 @@ function Frame() {
           <NavLink to="/app/runs">Runs</NavLink>
           <NavLink to="/app/resources">Resources</NavLink>
           <NavLink to="/app/secrets">Secrets</NavLink>
+          {me?.role === "admin" ? <NavLink to="/app/audit">Audit</NavLink> : null}
           <a href="/api/docs">API</a>
         </nav>
         {me ? (
@@ -83,6 +85,7 @@ const router = createBrowserRouter([
       { path: "resources", element: <ResourcesPage /> },
       { path: "secrets", element: <SecretsPage /> },
       { path: "secrets/audit", element: <SecretAuditPage /> },
+      { path: "audit", element: <AuditPage /> },
       { path: "*", element: <NotFound /> },
     ],
   },

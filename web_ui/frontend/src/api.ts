@@ -224,6 +224,17 @@ export interface SecretAuditEvent {
   detail: string;
 }
 
+export interface AuditEvent {
+  id: number;
+  at: string;
+  actor: string;
+  via: string;
+  action: string;
+  target: string;
+  detail: Record<string, unknown>;
+  ip: string | null;
+}
+
 export interface RunFilterParams {
   pipeline?: string;
   state?: string;
@@ -269,6 +280,8 @@ export const traceApi = {
     request<SecretSummary>("PUT", `/secrets/${q(name)}`, { value }),
   deleteSecret: (name: string) => request<void>("DELETE", `/secrets/${q(name)}`),
   secretAudit: () => request<SecretAuditEvent[]>("GET", "/secrets/audit"),
+  audit: (filters: { action?: string; actor?: string; since?: string; limit?: number }) =>
+    request<AuditEvent[]>("GET", `/audit${queryOf({ ...filters })}`),
 };
 
 /** Where a node's whole input or output value is downloaded (previews are capped). */

@@ -8,6 +8,7 @@ import json
 
 from playwright.sync_api import Page, expect
 
+from control_unit.models import Pipeline
 from control_unit.pipeline_actions import do_import_pipeline
 from tests.browser.canvas import canvas_node, connect, select_node
 from tests.browser.pipelines import two_node_pipeline
@@ -39,6 +40,25 @@ def test_a_validation_problem_is_shown_on_its_node(editor_page: Page):
     expect(canvas_node(page, "b").get_by_role("alert")).to_contain_text("timeout_s")
     expect(canvas_node(page, "a").locator(".has-problem")).to_have_count(0)
     expect(page.get_by_test_id("version")).to_have_text("v1 · unsaved changes")
+
+
+def test_a_nodes_worker_capabilities_are_checked_and_saved(editor_page: Page):
+    page = editor_page
+    pipeline_id = two_node_pipeline()
+    page.goto(f"/app/pipelines/{pipeline_id}")
+    select_node(page, "b")
+    capabilities = page.get_by_label("Worker capabilities")
+    capabilities.fill("gpu, GPU!")
+    capabilities.press("Enter")
+    page.get_by_role("button", name="Save").click()
+    expect(canvas_node(page, "b").get_by_role("alert")).to_contain_text("which is not a capability")
+    capabilities.fill("gpu")
+    capabilities.press("Enter")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_test_id("version")).to_have_text("v2")
+    saved = Pipeline.objects.get(id=pipeline_id).latest_version()
+    assert saved is not None
+    assert [node.get("requires") for node in saved.document["nodes"]] == [None, ["gpu"]]
 
 
 def test_undo_and_redo_with_keys_and_buttons(editor_page: Page):

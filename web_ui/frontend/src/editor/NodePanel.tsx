@@ -30,6 +30,21 @@ function runtimeLimits(limits: Limits): Record<string, unknown> {
 }
 
 /** A text field that commits on blur or Enter, so a half-typed value never reformats under the cursor. */
+// A node's "requires" (node_runner.routing) is kept among the document's other fields.
+function requiresOf(data: FlowNodeData): string[] {
+  const value = data.extra.requires;
+  return Array.isArray(value) ? value.map(String) : [];
+}
+
+function withRequires(extra: Record<string, unknown>, text: string): Record<string, unknown> {
+  const { requires: _old, ...rest } = extra;
+  const wanted = text
+    .split(",")
+    .map((name) => name.trim())
+    .filter(Boolean);
+  return wanted.length ? { ...rest, requires: wanted } : rest;
+}
+
 function CommitField(props: {
   label: string;
   value: string;
@@ -336,6 +351,13 @@ export function NodePanel(props: Props) {
           Network access
         </label>
       </fieldset>
+      <CommitField
+        label="Worker capabilities"
+        value={requiresOf(data).join(", ")}
+        readOnly={readOnly}
+        hint="comma-separated, e.g. gpu: the node runs only on a worker that declares them all"
+        onCommit={(text) => onChange(node.id, { extra: withRequires(data.extra, text) }, "requires")}
+      />
       {readOnly ? null : <NodeTestSection key={node.id} node={node} />}
     </aside>
   );

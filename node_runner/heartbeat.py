@@ -20,8 +20,10 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -43,14 +45,48 @@ from trace_monitor.resource_monitor import HostLoad, WorkerPool, mark_lost_worke
 log = logging.getLogger(__name__)
 
 
-def host_load() -> HostLoad:
+VIRTUAL_NICS = Path("/sys/devices/virtual/net")
+
+
+def host_interfaces(names: Iterable[str], virtual: Iterable[str]) -> set[str]:
+    """The interfaces whose traffic is the host's: its physical ones. Bridges, veths and
+    loopback would count an NPU's download two or three times over, and the worker's own
+    loopback talk to PostgreSQL and Redis is no load. Inside a container every interface
+    is virtual: then all but loopback."""
+    names, virtual = set(names), set(virtual)
+    return (names - virtual) or (names - {"lo"})
+
+
+@dataclass
+class NetworkRate:
+    """Bytes per second in and out of the host's interfaces between two readings."""
+
+    _last: tuple[float, int, int] | None = None
+
+    def read(self, now: float, counters: Mapping[str, Any], virtual: Iterable[str]) -> tuple[float, float]:
+        nics = host_interfaces(counters, virtual)
+        received = sum(counters[nic].bytes_recv for nic in nics)
+        sent = sum(counters[nic].bytes_sent for nic in nics)
+        last, self._last = self._last, (now, received, sent)
+        if last is None or now <= last[0]:
+            return 0.0, 0.0  # the first beat after start, as for the CPU
+        elapsed = now - last[0]
+        # An interface that went away takes its counters with it: never a negative rate.
+        return max(0, received - last[1]) / elapsed, max(0, sent - last[2]) / elapsed
+
+
+def host_load(network: NetworkRate) -> HostLoad:
     memory = psutil.virtual_memory()
+    virtual = [nic.name for nic in VIRTUAL_NICS.iterdir()] if VIRTUAL_NICS.is_dir() else ["lo"]
+    received, sent = network.read(time.monotonic(), psutil.net_io_counters(pernic=True), virtual)
     return HostLoad(
         # Since the previous call: the first beat after start reads 0.
         cpu_percent=psutil.cpu_percent(interval=None),
         cpu_count=psutil.cpu_count() or 1,
         memory_used_bytes=int(memory.total - memory.available),
         memory_total_bytes=int(memory.total),
+        net_rx_bytes_per_s=received,
+        net_tx_bytes_per_s=sent,
     )
 
 
@@ -178,6 +214,7 @@ class Heartbeat:
         self.worker = worker  # Celery's WorkController: its pool and broker connection
         self.queues = list(queues or [])
         self.pool = PoolWatch(concurrency, concurrency_min)
+        self.network = NetworkRate()
         # When this life began: everything it does (its pool's NPUs too, started
         # before Celery reports the worker ready) comes after it.
         self.started = _life_began if _life_began is not None else time.time()
@@ -207,7 +244,7 @@ class Heartbeat:
             host=socket.gethostname(),
             pid=os.getpid(),
             concurrency=self.concurrency,
-            load=host_load(),
+            load=host_load(self.network),
             npus=running_npus(self.name) if npus is None else npus,
             state="draining" if state == "online" and self.draining else state,
             pool=WorkerPool(

@@ -119,6 +119,8 @@ class WorkerStatus(models.Model):
     cpu_count = models.PositiveIntegerField(default=1)
     memory_used_bytes = models.BigIntegerField(default=0)
     memory_total_bytes = models.BigIntegerField(default=0)
+    net_rx_bytes_per_s = models.FloatField(default=0.0)  # the host's physical interfaces
+    net_tx_bytes_per_s = models.FloatField(default=0.0)
     npus = models.JSONField(default=list)
     # online, draining (takes nothing new, finishes its nodes, then exits), stopped, lost
     state = models.CharField(max_length=16, default="online")

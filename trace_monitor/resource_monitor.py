@@ -28,6 +28,8 @@ class HostLoad:
     cpu_count: int
     memory_used_bytes: int
     memory_total_bytes: int
+    net_rx_bytes_per_s: float = 0.0  # the host's physical interfaces (node_runner.heartbeat)
+    net_tx_bytes_per_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ def record_heartbeat(
         "cpu_count": load.cpu_count,
         "memory_used_bytes": load.memory_used_bytes,
         "memory_total_bytes": load.memory_total_bytes,
+        "net_rx_bytes_per_s": load.net_rx_bytes_per_s,
+        "net_tx_bytes_per_s": load.net_tx_bytes_per_s,
         "npus": npus,
         "last_seen": now,
     }
@@ -131,6 +135,8 @@ def worker_frame(worker: WorkerStatus) -> dict[str, Any]:
         "cpu_count": worker.cpu_count,
         "memory_used_bytes": worker.memory_used_bytes,
         "memory_total_bytes": worker.memory_total_bytes,
+        "net_rx_bytes_per_s": worker.net_rx_bytes_per_s,
+        "net_tx_bytes_per_s": worker.net_tx_bytes_per_s,
         "npus": worker.npus,
         "started_at": worker.started_at.isoformat(),
         "last_seen": worker.last_seen.isoformat(),

@@ -152,6 +152,7 @@ def test_the_resource_monitor_lists_the_worker_and_its_npus(editor_page: Page, c
     expect(card.get_by_role("meter", name="Host memory")).to_have_attribute(
         "aria-valuetext", re.compile(" of ")
     )
+    expect(card.get_by_test_id("host-network")).to_have_text(re.compile(r"/s in, .*/s out$"))
 
     busy = node_code(
         "end = time.time() + 20\nwhile time.time() < end:\n    pass\nreturn [], {'out': 1}, 'burnt'"

@@ -176,6 +176,9 @@ def test_the_resource_monitor_shows_workers_their_npus_and_live_samples(celery_w
     workers = {entry["name"]: entry for entry in snapshot["workers"]}
     assert workers[worker]["state"] == "online"
     assert workers[worker]["memory_total_bytes"] > 0
+    # The host's traffic: whatever the machine does, a rate is never negative.
+    assert workers[worker]["net_rx_bytes_per_s"] >= 0
+    assert workers[worker]["net_tx_bytes_per_s"] >= 0
     npus = [npu for frame in frames for npu in npus_of_run(frame)]
     assert npus, "no heartbeat listed the NPU"
     assert npus[0]["node_id"] == "n"

@@ -1,5 +1,5 @@
-// The resource monitor: every worker with its host's CPU and memory, and the NPUs it
-// drives with their CPU, memory, network and pids, live from /ws/monitor/. A dropped
+// The resource monitor: every worker with its host's CPU, memory and network, and the
+// NPUs it drives with their CPU, memory, network and pids, live from /ws/monitor/. A dropped
 // connection is retried with backoff; each connection starts with a fresh snapshot.
 // Each worker shows what it offers (capabilities), its pool and the queue depth it
 // sees, the autoscaler's recent decisions, and, for admins, a Drain button.
@@ -136,6 +136,12 @@ function WorkerCard({ worker, latest }: { worker: Worker; latest: ResourceState[
             : "–"
         }
       />
+      <p className="fk-muted" data-testid="host-network">
+        Host network:{" "}
+        {worker.net_rx_bytes_per_s != null && worker.net_tx_bytes_per_s != null
+          ? `${formatBytes(worker.net_rx_bytes_per_s)}/s in, ${formatBytes(worker.net_tx_bytes_per_s)}/s out`
+          : "–"}
+      </p>
       <h3>NPUs ({worker.npus.length})</h3>
       {worker.npus.length ? (
         <table className="fk-table fk-compact" aria-label={`NPUs of ${worker.name}`}>

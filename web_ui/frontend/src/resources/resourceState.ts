@@ -35,6 +35,10 @@ export interface Worker {
   cpu_count: number | null;
   memory_used_bytes: number | null;
   memory_total_bytes: number | null;
+  // The host's physical interfaces, per second between two heartbeats (absent from
+  // workers of a version before this field).
+  net_rx_bytes_per_s?: number;
+  net_tx_bytes_per_s?: number;
   npus: Npu[];
   started_at: string;
   last_seen: string;

@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown, worker_shutting_down
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
@@ -41,6 +41,7 @@ from node_runner.reaper import reap_exited, reap_worker_containers
 from trace_monitor.models import NodeExecution, WorkerStatus
 from trace_monitor.node_trace import end_lost_executions
 from trace_monitor.resource_monitor import HostLoad, WorkerPool, mark_lost_workers, record_heartbeat
+from trace_monitor.retention import prune_traces, take_prune_turn
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ class Heartbeat:
         # Set when a warm shutdown begins (SIGTERM): the worker finishes its nodes.
         self.draining = False
         self._stopped = threading.Event()
+        self._pruner: threading.Thread | None = None
         self._thread = threading.Thread(target=self._beat_until_stopped, name="heartbeat", daemon=True)
 
     @property
@@ -279,6 +281,19 @@ class Heartbeat:
                     depth += channel.queue_declare(queue=queue, passive=True).message_count
         return depth
 
+    def prune_when_its_turn(self) -> threading.Thread | None:
+        """Delete old runs' trace detail when this worker's turn comes (one worker of
+        the fleet per FLOWKIT_TRACE_PRUNE_INTERVAL_S), in a thread of its own: a first
+        prune of a long backlog must not hold up the heartbeats, or the other workers
+        would take this one for lost."""
+        if self._pruner is not None and self._pruner.is_alive():
+            return None
+        if not take_prune_turn():
+            return None
+        self._pruner = threading.Thread(target=_prune_old_traces, name="trace-prune", daemon=True)
+        self._pruner.start()
+        return self._pruner
+
     def _beat_until_stopped(self) -> None:
         recovered = False
         while not self._stopped.is_set():
@@ -293,10 +308,26 @@ class Heartbeat:
                 reap_exited(self.name)
                 do_redispatch_overdue(settings.FLOWKIT_REDISPATCH_AFTER_S)
                 do_note_waiting_nodes()
+                self.prune_when_its_turn()
             except Exception:
                 # The monitor shows the worker as silent; the worker keeps running nodes.
                 log.warning("heartbeat of %s failed", self.name, exc_info=True)
             self._stopped.wait(settings.FLOWKIT_WORKER_HEARTBEAT_S)
+
+
+def _prune_old_traces() -> None:
+    days = settings.FLOWKIT_TRACE_RETENTION_DAYS
+    try:
+        report = prune_traces(days)
+        if report.runs:
+            log.info(
+                "pruned %d events and %d resource samples of %d runs finished over %d days ago",
+                report.events, report.samples, report.runs, days,
+            )  # fmt: skip
+    except Exception:
+        log.warning("pruning the traces of old runs failed; the next turn tries again", exc_info=True)
+    finally:
+        connection.close()  # this thread's own
 
 
 _heartbeat: Heartbeat | None = None

@@ -177,10 +177,12 @@ FLOWKIT_NPU_POOL_REFILL_CONCURRENCY = env_int("FLOWKIT_NPU_POOL_REFILL_CONCURREN
 # The trace monitor. Events and streams carry at most PREVIEW_BYTES of an input or
 # output (the whole value is downloadable); a runner stores a node's log lines in
 # batches at most every FLUSH_S; `flowkit trace prune` deletes the events and
-# resource samples of runs that finished more than RETENTION_DAYS ago.
+# resource samples of runs that finished more than RETENTION_DAYS ago, and one worker
+# of the fleet does the same every PRUNE_INTERVAL_S (0: only the command does).
 FLOWKIT_TRACE_PREVIEW_BYTES = env_int("FLOWKIT_TRACE_PREVIEW_BYTES", 16 * 1024, minimum=256)
 FLOWKIT_TRACE_FLUSH_S = env_float("FLOWKIT_TRACE_FLUSH_S", 0.25, minimum=0.01, maximum=10)
 FLOWKIT_TRACE_RETENTION_DAYS = env_int("FLOWKIT_TRACE_RETENTION_DAYS", 30, minimum=1)
+FLOWKIT_TRACE_PRUNE_INTERVAL_S = env_int("FLOWKIT_TRACE_PRUNE_INTERVAL_S", 3600, minimum=0)
 # How often each worker reports its host's load and its NPUs to the resource monitor,
 # and how long a worker may stay silent before the others declare it lost: its running
 # attempts fail with WorkerLost (and are retried where the node has retries left) and

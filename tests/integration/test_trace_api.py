@@ -7,14 +7,17 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
 from control_unit.models import Run
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
+from node_runner.heartbeat import Heartbeat
 from tests.integration.conftest import example_version, node_code, nodes_of, single_node_run, wait_for_run
 from trace_monitor.models import NodeExecution, ResourceSample, TraceEvent
+from trace_monitor.retention import PRUNE_TURN_KEY
 from web_ui.cli.main import main as flowkit
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -189,6 +192,27 @@ def test_prune_deletes_the_detail_of_old_runs_and_keeps_the_runs(celery_worker, 
     assert TraceEvent.objects.filter(run=recent).exists()
     assert Run.objects.filter(id=old.id, state="succeeded").exists()
     assert NodeExecution.objects.filter(run=old).count() == 3, "figures keep their executions"
+
+
+def test_one_worker_of_the_fleet_prunes_old_traces_on_its_own_once_per_interval(celery_worker, settings):
+    settings.FLOWKIT_TRACE_PRUNE_INTERVAL_S = 600
+    cache.delete(PRUNE_TURN_KEY)
+    old = wait_for_run(do_start_run(example_version("linear_etl")))
+    Run.objects.filter(id=old.id).update(finished_at=timezone.now() - timedelta(days=31))
+    assert TraceEvent.objects.filter(run=old).exists()
+    one, other = Heartbeat("one@host", 1), Heartbeat("other@host", 1)
+
+    pruner = one.prune_when_its_turn()
+    assert pruner is not None, "the first worker takes the turn"
+    assert other.prune_when_its_turn() is None, "a second worker in the same interval does not"
+    pruner.join(timeout=30)
+    assert not TraceEvent.objects.filter(run=old).exists()
+    assert Run.objects.filter(id=old.id, state="succeeded").exists()
+    assert one.prune_when_its_turn() is None, "nor does the first again before the interval is over"
+
+    settings.FLOWKIT_TRACE_PRUNE_INTERVAL_S = 0
+    cache.delete(PRUNE_TURN_KEY)
+    assert one.prune_when_its_turn() is None, "0 leaves pruning to the command"
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ import re
 
 from playwright.sync_api import Page, expect
 
+from control_unit.models import Run
+from control_unit.pipeline_actions import do_create_pipeline
 from tests.browser.conftest import log_in, make_user
 from tests.browser.runs import chain, create_pipeline, graph_node, node_code, node_panel, start_run
 from tests.integration.conftest import wait_for_run
@@ -138,6 +140,26 @@ def test_the_runs_history_filters_by_pipeline_and_state_and_shows_figures(editor
     table.get_by_role("link").first.click()
     expect(page).to_have_url(re.compile(r"/app/runs/[0-9a-f-]+$"))
     expect(page.get_by_test_id("run-state")).to_be_visible()
+
+
+def test_the_runs_history_shows_older_runs_page_by_page(editor_page: Page):
+    page = editor_page
+    pipeline = do_create_pipeline("busy pipeline", chain(["a"]))
+    version = pipeline.latest_version()
+    # Finished runs stored directly: 205 real runs would take minutes, and the page
+    # only lists them.
+    Run.objects.bulk_create(
+        Run(pipeline=pipeline, version=version, state="succeeded", input={"in": n}) for n in range(205)
+    )
+    page.goto(f"/app/runs?pipeline={pipeline.id}")
+    table = page.get_by_role("table", name="Runs")
+    expect(table.locator("tbody tr")).to_have_count(200)
+    expect(page.get_by_test_id("runs-shown")).to_contain_text("200 runs shown.")
+    page.get_by_role("button", name="Show older runs").click()
+    expect(table.locator("tbody tr")).to_have_count(205)
+    expect(page.get_by_test_id("runs-shown")).to_have_text("205 runs shown, the oldest included.")
+    rows = table.locator("tbody tr").evaluate_all("rows => rows.map(row => row.dataset.run)")
+    assert sorted(rows) == sorted(str(run_id) for run_id in pipeline.runs.values_list("id", flat=True))
 
 
 def test_the_resource_monitor_lists_the_worker_and_its_npus(editor_page: Page, celery_worker):

@@ -4,6 +4,7 @@ nothing, roles are enforced, session calls need CSRF, tokens work."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -195,6 +196,28 @@ def test_runs_are_started_listed_filtered_and_controlled(editor):
     restarted = post(editor, f"/api/runs/{run_id}/restart", {}).json()
     assert restarted["source_run_id"] == run_id
     assert post(editor, f"/api/runs/{run_id}/rerun", {"node_id": "nope"}).json()["code"] == "cannot_rerun"
+
+
+def test_runs_are_listed_page_by_page_without_repeats_or_gaps(editor):
+    created = post(editor, "/api/pipelines", {"name": "paged", "document": doc([NODE])}).json()
+    ids = [post(editor, f"/api/pipelines/{created['id']}/runs", {}).json()["id"] for _ in range(7)]
+    # Three runs created in the same microsecond: paging on the time alone would lose some.
+    Run.objects.filter(id__in=ids[2:5]).update(created_at=Run.objects.get(id=ids[2]).created_at)
+
+    pages, before = [], ""
+    while True:
+        page = editor.get(f"/api/runs?pipeline={created['id']}&limit=2{before}").json()
+        if not page:
+            break
+        pages.append([run["id"] for run in page])
+        before = f"&before={page[-1]['id']}"
+    listed = [run_id for page in pages for run_id in page]
+    assert sorted(listed) == sorted(ids), "every run once"
+    assert listed == [run["id"] for run in editor.get(f"/api/runs?pipeline={created['id']}").json()]
+    assert [len(page) for page in pages] == [2, 2, 2, 1]
+
+    unknown = editor.get(f"/api/runs?before={uuid.uuid4()}")
+    assert (unknown.status_code, unknown.json()["code"]) == (422, "unknown_run")
 
 
 def test_anonymous_requests_are_refused_with_401():

@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from django.db.models import Q
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema, Status
@@ -14,7 +15,7 @@ from ninja import Query, Router, Schema, Status
 from control_unit import run_actions
 from control_unit.models import NodeRun, Run
 from trace_monitor.previews import capped_node
-from web_ui.api.errors import in_utc
+from web_ui.api.errors import ApiError, in_utc
 from web_ui.api.schemas import ErrorOut, RerunIn, RunDetailOut, RunOut, error_responses
 from web_ui.rate_limits import check_run_start_rate
 from web_ui.roles import EDITOR, VIEWER, require_role
@@ -29,6 +30,8 @@ class RunFilters(Schema):
     state: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # The next page: runs older than this one, the last of the page before.
+    before: UUID | None = None
     limit: int = 100
 
 
@@ -72,6 +75,14 @@ def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> list[dict[str
         runs = runs.filter(created_at__gte=in_utc(filters.since, "since"))
     if filters.until:
         runs = runs.filter(created_at__lt=in_utc(filters.until, "until"))
+    if filters.before:
+        last = Run.objects.filter(id=filters.before).values_list("created_at", flat=True).first()
+        if last is None:
+            raise ApiError(422, "unknown_run", f"there is no run {filters.before} to list the runs before")
+        # Keyset paging on (created_at, id): runs created in the same microsecond are
+        # neither repeated nor skipped across pages.
+        runs = runs.filter(Q(created_at__lt=last) | Q(created_at=last, id__lt=filters.before))
+    runs = runs.order_by("-created_at", "-id")
     return [run_out(run) for run in runs[: max(1, min(filters.limit, 1000))]]
 
 

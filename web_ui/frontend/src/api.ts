@@ -240,6 +240,7 @@ export interface RunFilterParams {
   state?: string;
   since?: string;
   until?: string;
+  before?: string; // a run id: the page of runs older than it
   limit?: number;
 }
 

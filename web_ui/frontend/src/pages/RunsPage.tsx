@@ -2,7 +2,7 @@
 // filtered list can be bookmarked and shared; with one pipeline chosen, its figures
 // from the trace monitor (success rate, p50 / p95 per node, slowest nodes).
 
-import { useEffect, useState, type FormEvent } from "react";
+import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { Link, useSearchParams } from "react-router-dom";
 import {
   api,
@@ -14,6 +14,7 @@ import {
 } from "../api";
 
 const STATES = ["queued", "running", "paused", "succeeded", "failed", "cancelled"];
+const PAGE = 200;
 
 function seconds(value: number | null | undefined): string {
   if (value === null || value === undefined) return "–";
@@ -112,6 +113,8 @@ export function RunsPage() {
   const until = params.get("until") ?? "";
   const [pipelines, setPipelines] = useState<PipelineSummary[]>([]);
   const [runs, setRuns] = useState<RunSummary[] | null>(null);
+  const [more, setMore] = useState(false); // the last page was full: older runs may exist
+  const [loadingOlder, setLoadingOlder] = useState(false);
   const [figures, setFigures] = useState<PipelineFigures | null>(null);
   const [error, setError] = useState<string | null>(null);
 
@@ -119,29 +122,51 @@ export function RunsPage() {
     api.listPipelines().then(setPipelines, (exc) => setError(messageOf(exc)));
   }, []);
 
-  useEffect(() => {
-    let alive = true;
-    setRuns(null);
-    traceApi
-      .listRuns({
+  const listPage = useCallback(
+    (before?: string) =>
+      traceApi.listRuns({
         pipeline: pipeline || undefined,
         state: state || undefined,
         since: since ? dayStart(since) : undefined,
         until: until ? dayStart(until, 1) : undefined,
-        limit: 200,
-      })
-      .then(
-        (answer) => {
-          if (!alive) return;
-          setRuns(answer);
-          setError(null);
-        },
-        (exc) => alive && setError(messageOf(exc)),
-      );
+        before,
+        limit: PAGE,
+      }),
+    [pipeline, state, since, until],
+  );
+
+  useEffect(() => {
+    let alive = true;
+    setRuns(null);
+    listPage().then(
+      (answer) => {
+        if (!alive) return;
+        setRuns(answer);
+        setMore(answer.length === PAGE);
+        setError(null);
+      },
+      (exc) => alive && setError(messageOf(exc)),
+    );
     return () => {
       alive = false;
     };
-  }, [pipeline, state, since, until]);
+  }, [listPage]);
+
+  function showOlder() {
+    if (!runs?.length) return;
+    setLoadingOlder(true);
+    listPage(runs[runs.length - 1].id).then(
+      (answer) => {
+        setRuns((shown) => [...(shown ?? []), ...answer]);
+        setMore(answer.length === PAGE);
+        setLoadingOlder(false);
+      },
+      (exc) => {
+        setError(messageOf(exc));
+        setLoadingOlder(false);
+      },
+    );
+  }
 
   useEffect(() => {
     let alive = true;
@@ -261,6 +286,16 @@ export function RunsPage() {
           </tbody>
         </table>
       )}
+      {runs?.length ? (
+        <p className="fk-muted" data-testid="runs-shown">
+          {runs.length} runs shown{more ? "" : ", the oldest included"}.{" "}
+          {more ? (
+            <button type="button" className="fk-secondary" disabled={loadingOlder} onClick={showOlder}>
+              {loadingOlder ? "Loading…" : "Show older runs"}
+            </button>
+          ) : null}
+        </p>
+      ) : null}
     </section>
   );
 }

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+DATABASE_ATTEMPTS = 8
 
 
 def forget_connection() -> None:
@@ -27,7 +28,7 @@ def with_database_retry(
     action: Callable[[], T],
     *,
     what: str,
-    attempts: int = 8,
+    attempts: int = DATABASE_ATTEMPTS,
     first_delay_s: float = 0.5,
     max_delay_s: float = 8.0,
 ) -> T:

@@ -8,7 +8,10 @@ beat each worker also looks for peers silent longer than FLOWKIT_WORKER_LOST_AFT
 their running attempts fail with WorkerLost (and are retried where the node has
 retries left) and their NPUs on this engine are removed. A worker that starts under
 the name of one that died does the same for its previous life at once. A run whose
-worker is lost therefore moves on within about LOST_AFTER_S + HEARTBEAT_S.
+worker is lost therefore moves on within about LOST_AFTER_S + HEARTBEAT_S, or twice
+LOST_AFTER_S when the only workers left have just started or just got their database
+back: a worker judges its peers only once its own beats have gone through for
+LOST_AFTER_S (LossJudgement).
 """
 
 from __future__ import annotations
@@ -44,6 +47,25 @@ from trace_monitor.resource_monitor import HostLoad, WorkerPool, mark_lost_worke
 from trace_monitor.retention import prune_traces, take_prune_turn
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class LossJudgement:
+    """When this worker may declare silent peers lost: only after its own heartbeats
+    have gone through for a whole FLOWKIT_WORKER_LOST_AFTER_S. Just after a database
+    outage every worker's last beat is old; the first one back must not take the others,
+    which have not beaten again yet, for lost (failing their running nodes and removing
+    their NPUs). It gives them the same time to come back that a silent worker gets."""
+
+    _steady_since: float | None = None
+
+    def beat_succeeded(self, now: float, lost_after_s: float) -> bool:
+        if self._steady_since is None:
+            self._steady_since = now
+        return now - self._steady_since >= lost_after_s
+
+    def beat_failed(self) -> None:
+        self._steady_since = None
 
 
 VIRTUAL_NICS = Path("/sys/devices/virtual/net")
@@ -216,6 +238,7 @@ class Heartbeat:
         self.queues = list(queues or [])
         self.pool = PoolWatch(concurrency, concurrency_min)
         self.network = NetworkRate()
+        self.judgement = LossJudgement()
         # When this life began: everything it does (its pool's NPUs too, started
         # before Celery reports the worker ready) comes after it.
         self.started = _life_began if _life_began is not None else time.time()
@@ -303,8 +326,13 @@ class Heartbeat:
                     # Before this process's first beat overwrites what the last life left.
                     recover_previous_life(self.name, self.started)
                     recovered = True
-                self.beat()
-                recover_lost_workers()
+                try:
+                    self.beat()
+                except Exception:
+                    self.judgement.beat_failed()
+                    raise
+                if self.judgement.beat_succeeded(time.monotonic(), settings.FLOWKIT_WORKER_LOST_AFTER_S):
+                    recover_lost_workers()
                 reap_exited(self.name)
                 do_redispatch_overdue(settings.FLOWKIT_REDISPATCH_AFTER_S)
                 do_note_waiting_nodes()

@@ -8,12 +8,18 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 
 from control_unit.actions import do_claim_node_test_run, do_finish_node_test_run
 from control_unit.models import NodeTestRun, Run
 from control_unit.run_actions import do_claim_node, do_record_node_outcome
 from node_runner import heartbeat  # noqa: F401 - connects the worker's heartbeat to Celery's signals
-from node_runner.database_retry import DATABASE_UNAVAILABLE, forget_connection, with_database_retry
+from node_runner.database_retry import (
+    DATABASE_ATTEMPTS,
+    DATABASE_UNAVAILABLE,
+    forget_connection,
+    with_database_retry,
+)
 from node_runner.limits import LimitError, NodeLimits
 from node_runner.npu_execution import NpuOutcome, RunControl, execute_in_npu
 from node_runner.ready_npu import NpuUnavailable
@@ -23,7 +29,7 @@ from secret_manager.actions import resolve_secrets
 from secret_manager.errors import SecretError, UnknownSecret
 from secret_manager.masking import Masker
 from secret_manager.references import referenced_names
-from trace_monitor.node_trace import NodeTrace
+from trace_monitor.node_trace import NodeTrace, end_execution_recorded_late
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +155,67 @@ def run_node(self: Any, run_id: str, node_id: str, attempt: int) -> None:
         # the CLI) starts its own, labelled with the test run so that it can be found.
         pool=current_pool(),
     )
+    database_away = False
     try:
         trace.finish(result)
+    except DATABASE_UNAVAILABLE:
+        # The trace has waited out the database's retries already: try the outcome
+        # once, then hand it to the broker rather than wait as long again.
+        database_away = True
+        log.warning("run %s node %s attempt %s: could not finish its trace", run_id, node_id, attempt)
     except Exception:
         # The outcome matters more than its trace: record it whatever happened here.
         log.exception("run %s node %s attempt %s: could not finish its trace", run_id, node_id, attempt)
     # A database that is down for a moment must not strand the node in "running".
-    applied = with_database_retry(
-        lambda: do_record_node_outcome(run_id, node_id, attempt, result), what=f"result of {node_id}"
-    )
+    try:
+        applied = with_database_retry(
+            lambda: do_record_node_outcome(run_id, node_id, attempt, result),
+            what=f"result of {node_id}",
+            attempts=1 if database_away else DATABASE_ATTEMPTS,
+        )
+    except DATABASE_UNAVAILABLE:
+        # Down for longer: the outcome (masked already) waits in the broker rather than
+        # in this process, and whichever worker takes it records it once the database
+        # is back. The node stays "running" until then, and is never run again for it.
+        record_node_outcome.apply_async(
+            (run_id, node_id, attempt, result, worker),
+            countdown=RECORD_FIRST_DELAY_S,
+            queue=settings.FLOWKIT_CELERY_QUEUE,
+        )
+        log.warning(
+            "run %s node %s attempt %s: the database stayed unreachable; its outcome waits in the "
+            "broker and is recorded once the database is back",
+            run_id, node_id, attempt,
+        )  # fmt: skip
+        return
+    _log_recorded(run_id, node_id, attempt, result, applied)
+
+
+# An outcome waiting in the broker is tried again 1, 2, 4 ... 60 s apart: for about
+# an hour and a half in all, then given up (logged; the node then stays "running").
+RECORD_FIRST_DELAY_S = 1
+RECORD_MAX_DELAY_S = 60
+RECORD_RETRIES = 96
+
+
+@shared_task(name="node_runner.record_node_outcome", bind=True, max_retries=RECORD_RETRIES)
+def record_node_outcome(
+    self: Any, run_id: str, node_id: str, attempt: int, result: dict[str, Any], worker: str
+) -> None:
+    """Record the outcome of an attempt whose runner found the database unreachable
+    for longer than its own retries. Idempotent like any report: an attempt that has
+    moved on meanwhile (cancelled, or failed as lost) ignores it."""
+    try:
+        applied = do_record_node_outcome(run_id, node_id, attempt, result)
+        end_execution_recorded_late(run_id, node_id, attempt, result, worker)
+    except DATABASE_UNAVAILABLE as exc:
+        forget_connection()
+        delay = min(RECORD_FIRST_DELAY_S * 2 ** (self.request.retries + 1), RECORD_MAX_DELAY_S)
+        raise self.retry(exc=exc, countdown=delay) from None
+    _log_recorded(run_id, node_id, attempt, result, applied)
+
+
+def _log_recorded(run_id: str, node_id: str, attempt: int, result: dict[str, Any], applied: bool) -> None:
     verdict = "failed" if result.get("error") else "succeeded"
     log.info(
         "run %s node %s attempt %s: %s%s", run_id, node_id, attempt, verdict, "" if applied else " (ignored)"

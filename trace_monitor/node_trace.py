@@ -14,12 +14,14 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
+from control_unit.models import Run
 from node_runner.database_retry import DATABASE_UNAVAILABLE, forget_connection, with_database_retry
 from node_runner.resource_sampler import NpuSample
 from secret_manager.masking import Masker
@@ -129,9 +131,7 @@ class NodeTrace:
             if truncated:
                 data["truncated"] = truncated
             self._add(kinds.OUTPUTS, data)
-        outcome = "succeeded"
-        if error:
-            outcome = "cancelled" if error.get("error_type") == "NodeCancelled" else "failed"
+        outcome = outcome_of(error)
         duration_s = result.get("duration_s")
         self._add(
             kinds.FINISHED,
@@ -197,6 +197,49 @@ class NodeTrace:
                 "outcome": outcome,
                 "error_type": str((error or {}).get("error_type", ""))[:80],
                 **self._peaks,
+            },
+        )
+
+
+def outcome_of(error: dict[str, Any] | None) -> str:
+    """An execution's outcome from its runner's error, if any."""
+    if not error:
+        return "succeeded"
+    return "cancelled" if error.get("error_type") == "NodeCancelled" else "failed"
+
+
+def end_execution_recorded_late(
+    run_id: str, node_id: str, attempt: int, result: dict[str, Any], worker: str
+) -> None:
+    """End the execution of an attempt whose outcome waited in the broker
+    (node_runner.tasks.record_node_outcome): its runner could not write it while the
+    database was away, and the timeline would show it running for ever, or not at all.
+    What its outcome carries is kept; its last events (outputs, finished) are not in the
+    trace, and the node's outputs are in its run."""
+    now = timezone.now()
+    duration_s = float(result.get("duration_s") or 0.0)
+    ending = {
+        "outcome": outcome_of(result.get("error")),
+        "error_type": str((result.get("error") or {}).get("error_type", ""))[:80],
+        "finished_at": now,
+        "duration_s": duration_s,
+    }
+    attempt_rows = NodeExecution.objects.filter(run_id=run_id, node_id=node_id, attempt=attempt)
+    if attempt_rows.filter(outcome="running").update(**ending) or attempt_rows.exists():
+        return  # ended now, or earlier by its runner or as lost
+    pipeline_id = Run.objects.filter(id=run_id).values_list("pipeline_id", flat=True).first()
+    if pipeline_id is not None:
+        NodeExecution.objects.get_or_create(
+            run_id=run_id,
+            node_id=node_id,
+            attempt=attempt,
+            defaults={
+                "pipeline_id": pipeline_id,
+                "worker": worker,
+                "container_id": str(result.get("container_id") or "")[:80],
+                # The NPU's own time: the best start the outcome can tell.
+                "started_at": now - timedelta(seconds=duration_s),
+                **ending,
             },
         )
 

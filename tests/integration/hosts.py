@@ -170,6 +170,7 @@ class TcpForwarders:
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-forwarders", daemon=True)
         self._servers: list[asyncio.Server] = []
         self._writers: set[asyncio.StreamWriter] = set()
+        self._cut = threading.Event()
         self._thread.start()
 
     def add(self, listen: tuple[str, int], target: tuple[str, int]) -> None:
@@ -180,9 +181,26 @@ class TcpForwarders:
 
         self._servers.append(asyncio.run_coroutine_threadsafe(start(), self._loop).result(timeout=10))
 
+    def cut(self) -> None:
+        """Make the targets look down: drop every connection, and close new ones as soon
+        as they are accepted, until ``restore``."""
+        self._cut.set()
+
+        async def drop_all() -> None:
+            for writer in list(self._writers):
+                writer.close()
+
+        asyncio.run_coroutine_threadsafe(drop_all(), self._loop).result(timeout=10)
+
+    def restore(self) -> None:
+        self._cut.clear()
+
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: tuple[str, int]
     ) -> None:
+        if self._cut.is_set():
+            writer.close()
+            return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*target)
         except OSError:

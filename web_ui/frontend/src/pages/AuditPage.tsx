@@ -5,7 +5,7 @@
 import { useEffect, useState, type FormEvent } from "react";
 import { Link, useSearchParams } from "react-router-dom";
 import { messageOf, traceApi, type AuditEvent } from "../api";
-import { useMe } from "../session";
+import { AdminsOnly } from "./AdminsOnly";
 import { dayStart } from "./RunsPage";
 
 const LIMIT = 500;
@@ -35,8 +35,14 @@ function detailText(detail: Record<string, unknown>): string {
 }
 
 export function AuditPage() {
-  const me = useMe();
-  const admin = me.role === "admin";
+  return (
+    <AdminsOnly title="Audit log" back={{ to: "/app/", label: "Back to the pipelines" }}>
+      <AuditLog />
+    </AdminsOnly>
+  );
+}
+
+function AuditLog() {
   const [params, setParams] = useSearchParams();
   const action = params.get("action") ?? "";
   const actor = params.get("actor") ?? "";
@@ -45,7 +51,6 @@ export function AuditPage() {
   const [error, setError] = useState<string | null>(null);
 
   useEffect(() => {
-    if (!admin) return;
     let alive = true;
     setEvents(null);
     traceApi
@@ -66,7 +71,7 @@ export function AuditPage() {
     return () => {
       alive = false;
     };
-  }, [admin, action, actor, since]);
+  }, [action, actor, since]);
 
   function apply(event: FormEvent<HTMLFormElement>) {
     event.preventDefault();
@@ -79,16 +84,6 @@ export function AuditPage() {
     setParams(next);
   }
 
-  if (!admin) {
-    return (
-      <section className="fk-page">
-        <h1>Audit log</h1>
-        <p className="fk-empty" role="alert">
-          The audit log is for admins. <Link to="/app/">Back to the pipelines</Link>
-        </p>
-      </section>
-    );
-  }
   return (
     <section className="fk-page">
       <h1>Audit log</h1>

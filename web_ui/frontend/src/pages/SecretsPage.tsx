@@ -5,6 +5,7 @@ import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { Link } from "react-router-dom";
 import { messageOf, traceApi, type SecretSummary } from "../api";
 import { canEdit, useMe } from "../session";
+import { AdminsOnly } from "./AdminsOnly";
 
 function when(value: string | null): string {
   return value ? new Date(value).toLocaleString() : "never";
@@ -242,23 +243,19 @@ export function SecretsPage() {
 }
 
 export function SecretAuditPage() {
-  const me = useMe();
+  return (
+    <AdminsOnly title="Secret audit log" back={{ to: "/app/secrets", label: "Back to the secrets" }}>
+      <SecretAuditLog />
+    </AdminsOnly>
+  );
+}
+
+function SecretAuditLog() {
   const [events, setEvents] = useState<Awaited<ReturnType<typeof traceApi.secretAudit>> | null>(null);
   const [error, setError] = useState<string | null>(null);
-  const admin = me.role === "admin";
   useEffect(() => {
-    if (admin) traceApi.secretAudit().then(setEvents, (exc) => setError(messageOf(exc)));
-  }, [admin]);
-  if (!admin) {
-    return (
-      <section className="fk-page">
-        <h1>Secret audit log</h1>
-        <p className="fk-empty" role="alert">
-          The audit log is for admins. <Link to="/app/secrets">Back to the secrets</Link>
-        </p>
-      </section>
-    );
-  }
+    traceApi.secretAudit().then(setEvents, (exc) => setError(messageOf(exc)));
+  }, []);
   return (
     <section className="fk-page">
       <h1>Secret audit log</h1>

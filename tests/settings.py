@@ -17,6 +17,8 @@ os.environ.setdefault("FLOWKIT_SECRET_KEYS", "wZ_fKAxVVBBX6HhqNgFF90mwkdyfYgK6eE
 _owner = os.environ.get("PYTEST_XDIST_WORKER", "main")
 if os.environ.get("FLOWKIT_TEST_QUEUE_OWNER") != _owner:
     os.environ["FLOWKIT_CELERY_QUEUE"] = f"flowkit-test-{_owner}-{os.getpid()}"
+    # The same for the channel layer: its processes (worker, web server) share it.
+    os.environ["FLOWKIT_CHANNEL_PREFIX"] = f"flowkit-test-{_owner}-{os.getpid()}"
     os.environ["FLOWKIT_TEST_QUEUE_OWNER"] = _owner
 
 # Rate-limit counters of one test process never meet another's, nor an earlier run's.

@@ -118,10 +118,12 @@ FLOWKIT_SIGN_IN_RATE = env_str("FLOWKIT_SIGN_IN_RATE", "10/m")
 FLOWKIT_RUN_START_RATE = env_str("FLOWKIT_RUN_START_RATE", "120/m")
 RATELIMIT_USE_CACHE = "default"
 
+# The prefix keeps two installations on one Redis (or a test run beside `make up`) out
+# of each other's streams: the resource monitor's group has the same name in both.
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("FLOWKIT_CHANNEL_PREFIX", "flowkit")},
     }
 }
 

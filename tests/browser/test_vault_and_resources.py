@@ -142,6 +142,24 @@ def test_the_runs_history_filters_by_pipeline_and_state_and_shows_figures(editor
     expect(page.get_by_test_id("run-state")).to_be_visible()
 
 
+def test_the_runs_filters_work_from_the_keyboard_and_follow_back_and_forward(editor_page: Page):
+    page = editor_page
+    page.goto("/app/runs")
+    state = page.get_by_label("State")
+    state.focus()
+    page.keyboard.press("ArrowDown")
+    expect(page).to_have_url(re.compile(r"/app/runs\?state=queued$"))
+    expect(state).to_be_focused()  # the field in use keeps the focus
+    page.keyboard.press("ArrowDown")
+    expect(page).to_have_url(re.compile(r"\?state=running$"))
+    expect(state).to_be_focused()
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"\?state=queued$"))
+    expect(state).to_have_value("queued")
+    page.go_back()
+    expect(state).to_have_value("")
+
+
 def test_the_runs_history_shows_older_runs_page_by_page(editor_page: Page):
     page = editor_page
     pipeline = do_create_pipeline("busy pipeline", chain(["a"]))

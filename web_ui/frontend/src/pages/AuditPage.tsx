@@ -2,13 +2,15 @@
 // operations, drains and API tokens, newest first (GET /api/audit). Filters live in the
 // URL (?action=&actor=&since=), as on the runs history, so a view can be shared.
 
-import { useEffect, useState, type FormEvent } from "react";
-import { Link, useSearchParams } from "react-router-dom";
+import { useEffect, useState } from "react";
+import { Link } from "react-router-dom";
 import { messageOf, traceApi, type AuditEvent } from "../api";
+import { useUrlFilters } from "../urlFilters";
 import { AdminsOnly } from "./AdminsOnly";
 import { dayStart } from "./RunsPage";
 
 const LIMIT = 500;
+const FILTERS = ["action", "actor", "since"] as const;
 // Action prefixes, as the API filters them ("run." gives every run control).
 const KINDS: [string, string][] = [
   ["auth.", "sign-ins"],
@@ -43,10 +45,8 @@ export function AuditPage() {
 }
 
 function AuditLog() {
-  const [params, setParams] = useSearchParams();
-  const action = params.get("action") ?? "";
-  const actor = params.get("actor") ?? "";
-  const since = params.get("since") ?? "";
+  const { values, form, apply, filtered } = useUrlFilters(FILTERS);
+  const { action, actor, since } = values;
   const [events, setEvents] = useState<AuditEvent[] | null>(null);
   const [error, setError] = useState<string | null>(null);
 
@@ -73,17 +73,6 @@ function AuditLog() {
     };
   }, [action, actor, since]);
 
-  function apply(event: FormEvent<HTMLFormElement>) {
-    event.preventDefault();
-    const form = new FormData(event.currentTarget);
-    const next = new URLSearchParams();
-    for (const key of ["action", "actor", "since"]) {
-      const value = String(form.get(key) ?? "").trim();
-      if (value) next.set(key, value);
-    }
-    setParams(next);
-  }
-
   return (
     <section className="fk-page">
       <h1>Audit log</h1>
@@ -91,7 +80,7 @@ function AuditLog() {
         Who did what, newest first; the log is append-only. What happened to each secret, with the runs that
         used it, is in the <Link to="/app/secrets/audit">secret audit log</Link>.
       </p>
-      <form key={params.toString()} className="fk-toolbar" onSubmit={apply} aria-label="Filter the audit log">
+      <form ref={form} className="fk-toolbar" onSubmit={apply} aria-label="Filter the audit log">
         <label className="fk-inline">
           Kind
           <select
@@ -121,7 +110,7 @@ function AuditLog() {
           />
         </label>
         <button type="submit">Filter</button>
-        {params.toString() ? <Link to="/app/audit">Clear filters</Link> : null}
+        {filtered ? <Link to="/app/audit">Clear filters</Link> : null}
       </form>
       {error ? (
         <p className="fk-error" role="alert">

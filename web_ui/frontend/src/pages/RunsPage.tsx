@@ -2,8 +2,8 @@
 // filtered list can be bookmarked and shared; with one pipeline chosen, its figures
 // from the trace monitor (success rate, p50 / p95 per node, slowest nodes).
 
-import { useCallback, useEffect, useState, type FormEvent } from "react";
-import { Link, useSearchParams } from "react-router-dom";
+import { useCallback, useEffect, useState } from "react";
+import { Link } from "react-router-dom";
 import {
   api,
   messageOf,
@@ -12,9 +12,11 @@ import {
   type PipelineSummary,
   type RunSummary,
 } from "../api";
+import { useUrlFilters } from "../urlFilters";
 
 const STATES = ["queued", "running", "paused", "succeeded", "failed", "cancelled"];
 const PAGE = 200;
+const FILTERS = ["pipeline", "state", "since", "until"] as const;
 
 function seconds(value: number | null | undefined): string {
   if (value === null || value === undefined) return "–";
@@ -106,12 +108,9 @@ function Figures({ figures }: { figures: PipelineFigures }) {
 }
 
 export function RunsPage() {
-  const [params, setParams] = useSearchParams();
-  const pipeline = params.get("pipeline") ?? "";
-  const state = params.get("state") ?? "";
-  const since = params.get("since") ?? "";
-  const until = params.get("until") ?? "";
   const [pipelines, setPipelines] = useState<PipelineSummary[]>([]);
+  const { values, form, apply, filtered } = useUrlFilters(FILTERS, [pipelines.length]);
+  const { pipeline, state, since, until } = values;
   const [runs, setRuns] = useState<RunSummary[] | null>(null);
   const [more, setMore] = useState(false); // the last page was full: older runs may exist
   const [loadingOlder, setLoadingOlder] = useState(false);
@@ -182,23 +181,11 @@ export function RunsPage() {
     };
   }, [pipeline]);
 
-  function apply(event: FormEvent<HTMLFormElement>) {
-    event.preventDefault();
-    const form = new FormData(event.currentTarget);
-    const next = new URLSearchParams();
-    for (const key of ["pipeline", "state", "since", "until"]) {
-      const value = String(form.get(key) ?? "");
-      if (value) next.set(key, value);
-    }
-    setParams(next);
-  }
-
   return (
     <section className="fk-page">
       <h1>Runs</h1>
-      {/* Keyed by the URL, so the fields show the filters after back and forward. */}
       <form
-        key={params.toString()}
+        ref={form}
         className="fk-toolbar"
         onSubmit={apply}
         aria-label="Filter runs"
@@ -235,7 +222,7 @@ export function RunsPage() {
           <input type="date" name="until" defaultValue={until} />
         </label>
         <button type="submit">Filter</button>
-        {params.toString() ? <Link to="/app/runs">Clear filters</Link> : null}
+        {filtered ? <Link to="/app/runs">Clear filters</Link> : null}
       </form>
       {error ? (
         <p className="fk-error" role="alert">

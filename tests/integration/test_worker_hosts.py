@@ -74,13 +74,16 @@ def test_a_pipeline_spreads_over_two_hosts_and_survives_losing_one(host_workers,
     hosts = dict(WorkerStatus.objects.values_list("name", "host"))
     assert (hosts[host_a], hosts[host_b]) == ("hostA", "hostB"), "each worker reports its own host"
 
-    # hostA dies mid-run, while it runs nodes and after some have finished.
+    # hostA dies mid-run, while it runs nodes and after some have finished: one of its
+    # nodes has its NPU started (its execution is in the trace), so that the trace has
+    # a lost attempt to show; one only claimed has no execution yet.
     run = do_start_run(version)
     wait_until(
         f"hostA runs a node of the second run: {nodes_of(run)}",
         lambda: (
             NodeRun.objects.filter(run=run, state="succeeded").count() >= CHAINS
             and NodeRun.objects.filter(run=run, state="running", worker=host_a).exists()
+            and NodeExecution.objects.filter(run=run, worker=host_a, outcome="running").exists()
         ),
         wait_s=60,
     )

@@ -31,7 +31,7 @@ export function useUrlFilters<Name extends string>(names: readonly Name[], refre
         field.value = value;
       }
     }
-  }, [query, names, ...refreshWhen]); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [query, names, ...refreshWhen]);
 
   function apply(event: FormEvent<HTMLFormElement>) {
     event.preventDefault();

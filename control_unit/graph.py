@@ -24,6 +24,7 @@ SCHEMA_VERSION = 1
 NODE_ID_PATTERN = r"[A-Za-z_][A-Za-z0-9_-]{0,63}"
 # Limits a node may set beyond the runtime ones in LIMIT_BOUNDS. "network" is a bool
 # and "image" a short non-empty string; neither has numeric bounds.
+ISOLATION_MODES = ("dedicated", "container")
 EXTRA_LIMIT_BOUNDS: dict[str, tuple[float, float]] = {"retries": (0, 20), "backoff_s": (0, 3600)}
 
 DEFAULT_MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
@@ -114,6 +115,9 @@ class NodeSpec:
     continue_on_error: bool = False
     # Worker capabilities the node needs (node_runner.routing), sorted and unique.
     requires: tuple[str, ...] = ()
+    # "dedicated": the node's own long-lived NPU, a fresh process per execution;
+    # "container": a single-use container per execution (node_runner.dedicated_npus).
+    isolation: str = "dedicated"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -424,6 +428,14 @@ class _Validator:
             raw, "continue_on_error", False, bool, "true or false", name, problem
         )
         requires = self.check_requires(raw.get("requires"), name, problem)
+        wanted = '"dedicated" or "container"'
+        isolation = self.optional(raw, "isolation", "dedicated", str, wanted, name, problem)
+        if isolation not in ISOLATION_MODES:
+            problem(
+                "invalid_node",
+                f"{name} has the isolation {_show(isolation)}, but it must be {wanted}",
+            )
+            isolation = "dedicated"
         if node_id is None:
             return
         self.node_places.setdefault(node_id, []).append(index)
@@ -444,6 +456,7 @@ class _Validator:
                 image=limits.image,
                 continue_on_error=continue_on_error,
                 requires=requires,
+                isolation=isolation,
             )
         )
 

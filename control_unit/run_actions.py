@@ -39,6 +39,7 @@ class ClaimedNode:
     code: str
     inputs: dict[str, Any]
     limits: dict[str, Any]
+    isolation: str = "dedicated"
 
 
 def _apply(run_id: Any, event: Event) -> tuple[Run, core.Step]:
@@ -103,6 +104,7 @@ def do_claim_node(run_id: Any, node_id: str, attempt: int, worker: str) -> Claim
         code=spec.code,
         inputs=dict(step.fcb.nodes[node_id].inputs or {}),
         limits=limits,
+        isolation=spec.isolation,
     )
 
 

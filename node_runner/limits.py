@@ -14,6 +14,8 @@ LIMIT_BOUNDS: dict[str, tuple[float, float]] = {
     "memory_mb": (16, 64 * 1024),
     "cpus": (0.01, 64),
     "pids": (4, 4096),
+    # Executions of the node its dedicated NPU runs at once (each with the limits above).
+    "concurrency": (1, 16),
 }
 
 
@@ -34,6 +36,7 @@ class NodeLimits:
     max_log_bytes: int
     max_log_line_bytes: int
     flood_bytes: int
+    concurrency: int = 1
 
     @classmethod
     def defaults(cls) -> NodeLimits:
@@ -64,7 +67,7 @@ class NodeLimits:
                 raise LimitError(f"limit {name} must be a number, got {value!r}")
             if not low <= value <= high:
                 raise LimitError(f"limit {name} must be between {low:g} and {high:g}, got {value:g}")
-            changes[name] = int(value) if name in ("memory_mb", "pids") else float(value)
+            changes[name] = int(value) if name in ("memory_mb", "pids", "concurrency") else float(value)
         if "network" in overrides:
             network = overrides.pop("network")
             if not isinstance(network, bool):
@@ -76,3 +79,26 @@ class NodeLimits:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def container(self) -> ContainerSize:
+        """What the NPU container gets: room for ``concurrency`` executions at once, each
+        with the node's own limits (one execution: exactly the node's limits)."""
+        n = self.concurrency
+        return ContainerSize(
+            memory_mb=self.memory_mb * n,
+            cpus=self.cpus * n,
+            pids=self.pids * n,
+            tmpfs_mb=self.tmpfs_mb * n,
+            network=self.network,
+        )
+
+
+@dataclass(frozen=True)
+class ContainerSize:
+    """The limits fixed when an NPU container is created (node_runner.container_spec)."""
+
+    memory_mb: int
+    cpus: float
+    pids: int
+    tmpfs_mb: int
+    network: bool

@@ -1,45 +1,42 @@
-"""Run one node in one fresh, hardened NPU container, and always remove it.
+"""Run one node execution in an NPU: the node's dedicated NPU, or a single-use container.
 
-The container comes from this worker process's warm pool when it holds one of the
-node's profile, or is started on demand. The job goes in on the container's stdin
-and the events come back on its stdout; see ``wire`` for the framing and
-npu_image/flowkit/runtime.py for the other end.
+Either way the NPU's fork server (npu_image/flowkit/forkserver.py) starts the execution
+as a fresh process; the runner sends the job, follows the run's control (pause, resume,
+cancel: per execution), enforces the timeout and the frame limits, and turns what comes
+back into an ``NpuOutcome``. A single-use container (``isolation: container``) comes
+from this worker process's warm pool when it holds one of the node's profile, or is
+started on demand, and is removed afterwards; a dedicated NPU stays for the node's next
+execution (node_runner.dedicated_npus). See ``wire`` for the framing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
+import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import docker.errors
 from django.conf import settings
 
 from node_runner.container_spec import npu_container_options
 from node_runner.docker_engine import engine
 from node_runner.limits import NodeLimits
-from node_runner.ready_npu import ReadyNpu, close_connection, remove_npu, start_npu
-from node_runner.resource_sampler import NpuSample, ResourceSampler
+from node_runner.npu_connection import ExecutionChannel, NpuConnection, NpuGone
+from node_runner.ready_npu import ReadyNpu, remove_npu, start_npu
+from node_runner.resource_sampler import NpuSample
 from node_runner.storable import clean, clean_text, unstorable_path
-from node_runner.wire import (
-    STDOUT,
-    TERMINAL_TYPES,
-    FrameReader,
-    NpuJob,
-    ProtocolViolation,
-    StreamDemuxer,
-    frame_limits,
-)
+from node_runner.wire import TERMINAL_TYPES, FrameReader, NpuJob, ProtocolViolation, frame_limits
 
 log = logging.getLogger(__name__)
 
-MAX_STDERR_BYTES = 64 * 1024
+MIB = 1024 * 1024
 # How often a running node checks whether its run was paused, resumed or cancelled.
 CONTROL_POLL_S = 0.2
+# How long a killed execution may take to be cleaned up before its NPU is replaced.
+KILL_GRACE_S = 5.0
 # Returns what the run wants of its running nodes: "run", "pause" or "cancel" ("unknown"
 # while the database cannot say: nothing changes).
 RunControl = Callable[[], str]
@@ -100,6 +97,8 @@ class NpuOutcome:
     # Out-of-memory kills the NPU counted in its cgroup when it answered (None: unknown).
     oom_kills: int | None = None
     duration_s: float = 0.0
+    # The execution sent its terminal event (result or error).
+    answered: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -113,33 +112,39 @@ def execute_in_npu(
     observer: NpuObserver | None = None,
     control: RunControl | None = None,
     pool: WarmNpuSource | None = None,
+    dedicated: DedicatedNpuSource | None = None,
 ) -> NpuOutcome:
+    """Run ``job`` in an NPU: the node's dedicated NPU when ``dedicated`` is given (it
+    stays for the node's next execution), else a single-use container (from ``pool``
+    when it holds one of the node's profile), removed afterwards."""
     client = engine()
     if limits.network:
         ensure_npu_network(client)
-    npu = pool.take(limits) if pool is not None else None
-    if npu is None:
-        npu = start_npu(
-            client,
-            npu_container_options(
-                image=settings.FLOWKIT_NPU_IMAGE,
-                limits=limits,
-                labels=labels,
-                runtime=settings.FLOWKIT_NPU_RUNTIME,
-                network_name=settings.FLOWKIT_NPU_NETWORK,
-            ),
-        )
-    observer = observer or _Unobserved()
-    sampler = ResourceSampler(client.api, npu.id, observer.sample)
+    lease = (
+        dedicated.lease(limits) if dedicated is not None else _single_use_lease(client, limits, labels, pool)
+    )
+    healthy = False
     try:
-        return _drive(npu, job, limits, observer, control, sampler)
+        outcome, healthy = _drive(lease.connection, job, limits, observer or _Unobserved(), control)
+        return outcome
     finally:
-        sampler.stop()  # no sample counts after this; the stream ends with the container
-        if pool is not None:
-            pool.retire(npu.container)
-        else:
-            remove_npu(npu.container)
-            sampler.join(timeout_s=2.0)
+        lease.release(healthy=healthy)
+
+
+class NpuLease(Protocol):
+    """An NPU lent to one execution; ``release`` gives it back (healthy: it may serve
+    again) or has it removed."""
+
+    @property
+    def connection(self) -> NpuConnection: ...
+
+    def release(self, *, healthy: bool) -> None: ...
+
+
+class DedicatedNpuSource(Protocol):
+    """The node's dedicated NPU (node_runner.dedicated_npus)."""
+
+    def lease(self, limits: NodeLimits) -> NpuLease: ...
 
 
 class WarmNpuSource(Protocol):
@@ -153,6 +158,37 @@ class WarmNpuSource(Protocol):
         """Remove a used NPU's container, off the node's path (its outcome is known)."""
 
 
+@dataclass
+class _SingleUseLease:
+    connection: NpuConnection
+    pool: WarmNpuSource | None
+
+    def release(self, *, healthy: bool) -> None:
+        self.connection.close()
+        if self.pool is not None:
+            self.pool.retire(self.connection.container)
+        else:
+            remove_npu(self.connection.container)
+
+
+def _single_use_lease(
+    client: Any, limits: NodeLimits, labels: dict[str, str], pool: WarmNpuSource | None
+) -> _SingleUseLease:
+    npu = pool.take(limits) if pool is not None else None
+    if npu is None:
+        npu = start_npu(
+            client,
+            npu_container_options(
+                image=settings.FLOWKIT_NPU_IMAGE,
+                limits=limits.container(),
+                labels=labels,
+                runtime=settings.FLOWKIT_NPU_RUNTIME,
+                network_name=settings.FLOWKIT_NPU_NETWORK,
+            ),
+        )
+    return _SingleUseLease(NpuConnection(npu), pool)
+
+
 class NodeTimedOut(Exception):
     pass
 
@@ -162,7 +198,7 @@ class NodeCancelled(Exception):
 
 
 class _Clock:
-    """The node's deadline, stopped while its container is frozen (a paused run's
+    """The node's deadline, stopped while its execution is frozen (a paused run's
     time does not count against the node's timeout)."""
 
     def __init__(self, timeout_s: float) -> None:
@@ -185,10 +221,12 @@ class _Clock:
 
 
 class _Controller:
-    """Follows the run's control state (pause, resume, cancel) while a node runs."""
+    """Follows the run's control state (pause, resume, cancel) while a node runs. A
+    pause stops every process of this execution (SIGSTOP, by the NPU's fork server),
+    not the NPU: another run's execution of the same node goes on."""
 
-    def __init__(self, container: Any, clock: _Clock, control: RunControl | None) -> None:
-        self._container = container
+    def __init__(self, execution: ExecutionChannel, clock: _Clock, control: RunControl | None) -> None:
+        self._execution = execution
         self._clock = clock
         self._control = control
         self._next_poll = 0.0
@@ -200,121 +238,224 @@ class _Controller:
         wanted = self._control()
         if wanted == "cancel":
             raise NodeCancelled
-        # An engine refusal here means the container just exited: its result follows.
         if wanted == "pause" and not self._clock.frozen:
-            with contextlib.suppress(docker.errors.APIError):
-                self._container.pause()  # the cgroup freezer: the node's CPU time stops
-                self._clock.freeze()
+            self._execution.pause()
+            self._clock.freeze()
         elif wanted == "run" and self._clock.frozen:
-            with contextlib.suppress(docker.errors.APIError):
-                self._container.unpause()
+            self._execution.resume()
             self._clock.thaw()
 
 
+@dataclass
+class _Usage:
+    """Turns the fork server's usage readings of one execution into samples."""
+
+    memory_limit_bytes: int
+    net_base: tuple[int | None, int | None] = (None, None)
+    previous: tuple[float, float] | None = None  # (wall time, cpu seconds)
+
+    def sample(self, event: dict[str, Any]) -> NpuSample:
+        at, cpu_s = float(event.get("ts") or time.time()), float(event.get("cpu_s") or 0.0)
+        cpu_percent = None
+        if self.previous is not None and at > self.previous[0]:
+            cpu_percent = round(max(0.0, cpu_s - self.previous[1]) / (at - self.previous[0]) * 100.0, 2)
+        self.previous = (at, cpu_s)
+        rx, tx = event.get("net_rx_bytes"), event.get("net_tx_bytes")
+        return NpuSample(
+            at=datetime.fromtimestamp(at, UTC),
+            cpu_percent=cpu_percent,
+            memory_bytes=int(event.get("rss_bytes") or 0),
+            memory_limit_bytes=self.memory_limit_bytes,
+            net_rx_bytes=_since(rx, self.net_base[0]),
+            net_tx_bytes=_since(tx, self.net_base[1]),
+            pids=int(event.get("pids") or 0),
+        )
+
+
+def _since(value: Any, base: Any) -> int | None:
+    if type(value) is not int:
+        return None
+    return value - base if type(base) is int else value
+
+
 def _drive(
-    npu: ReadyNpu,
+    connection: NpuConnection,
     job: NpuJob,
     limits: NodeLimits,
     observer: NpuObserver,
     control: RunControl | None,
-    sampler: ResourceSampler,
-) -> NpuOutcome:
-    container = npu.container
-    outcome = NpuOutcome(container_id=container.id)
+) -> tuple[NpuOutcome, bool]:
+    """Run one execution in ``connection``'s NPU; its outcome, and whether the NPU may
+    serve another execution."""
+    outcome = NpuOutcome(container_id=connection.id)
     started = time.monotonic()
     clock = _Clock(limits.timeout_s)
-    stopped = answered = False
+    memory_limit = limits.memory_mb * MIB
+    execution: ExecutionChannel | None = None
+    healthy = True
     try:
-        # The job first: the node's code starts while the runner does its bookkeeping
-        # (the trace's writes, the stats stream). Nothing is read before started().
-        _send_job(npu.sock, job.encode(limits), clock)
-        sampler.start()
-        observer.started(container.id, settings.FLOWKIT_NPU_IMAGE, settings.FLOWKIT_NPU_RUNTIME)
-        controller = _Controller(container, clock, control)
-        answered = _read_events(npu.sock, clock, controller, limits, outcome, observer)
+        # The job first: the node's code starts while the runner does its bookkeeping.
+        execution = connection.begin(job.encode(limits), memory_limit if limits.concurrency > 1 else 0)
+        observer.started(connection.id, settings.FLOWKIT_NPU_IMAGE, settings.FLOWKIT_NPU_RUNTIME)
+        answered = _read_events(
+            execution, clock, _Controller(execution, clock, control), limits, outcome, observer
+        )
+        if answered:
+            _account_for_oom(execution, limits, outcome)
     except NodeTimedOut:
-        stopped = True
         outcome.error = NodeError(
             "NodeTimeout",
             f"the node did not finish within its {limits.timeout_s:g} s timeout and was stopped",
         )
+        healthy = _stop(execution)
     except NodeCancelled:
-        stopped = True
         outcome.error = NodeError("NodeCancelled", "the run was cancelled; the node was stopped")
+        healthy = _stop(execution)
     except ProtocolViolation as exc:
-        stopped = True
         outcome.error = NodeError("ProtocolViolation", str(exc))
+        _stop(execution)
+        healthy = False
+    except NpuGone as exc:
+        outcome.error = NodeError("NpuCrashed", f"the NPU stopped: {exc}")
+        _account_for_npu_death(connection, limits, outcome)
+        healthy = False
     finally:
         outcome.duration_s = time.monotonic() - started
-        close_connection(npu)
-    if stopped:
-        _kill(container)
-    else:
-        _account_for_exit(container, limits, outcome, answered=answered)
-    return outcome
-
-
-def _send_job(sock: socket.socket, payload: bytes, clock: _Clock) -> None:
-    sock.settimeout(max(0.001, clock.left()))
-    try:
-        sock.sendall(payload)
-    except TimeoutError:
-        raise NodeTimedOut from None
-    # End of stdin: the runtime reads its job to the end before it starts the node.
-    sock.shutdown(socket.SHUT_WR)
+    if outcome.error is not None and outcome.error.error_type == "OutOfMemory":
+        healthy = False  # the kernel chose what to kill: start the next execution afresh
+    return outcome, healthy and connection.alive
 
 
 def _read_events(
-    sock: socket.socket,
+    execution: ExecutionChannel,
     clock: _Clock,
     controller: _Controller,
     limits: NodeLimits,
     outcome: NpuOutcome,
     observer: NpuObserver,
 ) -> bool:
-    """Read the NPU's events until its terminal one (True) or the end of its output
-    (False: it died without answering, and ``outcome.error`` says so)."""
+    """Read the execution's events until its terminal one (True) or its end without
+    one (False: ``outcome.error`` says why)."""
     max_frame, max_total = frame_limits(limits)
-    demuxer, frames = StreamDemuxer(), FrameReader(max_frame)
-    stderr = bytearray()
+    frames = FrameReader(max_frame)
+    usage = _Usage(limits.memory_mb * MIB)
     received = 0
-    terminal: dict[str, Any] | None = None
     while True:
         controller.poll()
         observer.tick()
         if clock.left() <= 0:
             raise NodeTimedOut
-        sock.settimeout(max(0.001, min(clock.left(), CONTROL_POLL_S)))
         try:
-            data = sock.recv(256 * 1024)
-        except TimeoutError:
+            kind, value = execution.items.get(timeout=max(0.001, min(clock.left(), CONTROL_POLL_S)))
+        except queue.Empty:
             continue
-        if not data:
-            break
-        received += len(data)
-        if received > max_total:
-            raise ProtocolViolation(f"the NPU sent more than {max_total:,} bytes")
-        for stream, chunk in demuxer.feed(data):
-            if stream != STDOUT:
-                stderr += chunk[: MAX_STDERR_BYTES - len(stderr)]
-                continue
-            for event in frames.feed(chunk):
-                if terminal is not None:
+        if kind == "gone":
+            raise NpuGone(value)
+        if kind == "data":
+            received += len(value)
+            if received > max_total:
+                raise ProtocolViolation(f"the NPU sent more than {max_total:,} bytes")
+            for event in frames.feed(value):
+                if outcome.answered:
                     raise ProtocolViolation("the NPU sent events after its result")
-                terminal = _apply(event, outcome, observer)
-        if terminal is not None:
-            # The runtime exits right after its terminal event: the outcome is known
-            # (with the NPU's count of out-of-memory kills, see _account_for_exit),
-            # and waiting for the container to stop (a tenth of a second or more)
-            # would only hold up the run's next node. Its removal kills what is left.
-            return True
-    for event in frames.finish():
-        terminal = terminal or _apply(event, outcome, observer)
-    if terminal is None:
-        # The runtime died before answering; _account_for_exit says why.
-        detail = stderr.decode("utf-8", "replace").strip()
-        outcome.error = NodeError("NpuCrashed", "the NPU exited without reporting a result", detail)
-    return terminal is not None
+                if _apply(event, outcome, observer) is not None:
+                    outcome.answered = True
+            if outcome.answered:
+                # The outcome is known; the server cleans up after the execution on its
+                # own, and the next execution of the node waits for that, not this one.
+                return True
+            continue
+        event = value
+        if event["type"] == "spawned":
+            usage.net_base = (event.get("net_rx_bytes"), event.get("net_tx_bytes"))
+        elif event["type"] == "usage":
+            observer.sample(usage.sample(event))
+        elif event["type"] == "refused":
+            outcome.error = NodeError(
+                "NpuUnavailable", str(event.get("message", "the NPU refused the execution"))
+            )
+            return False
+        elif event["type"] == "exited":
+            for late in frames.finish():
+                if _apply(late, outcome, observer) is not None:
+                    outcome.answered = True
+            if outcome.answered:
+                _account_for_oom(execution, limits, outcome)
+                return True
+            _account_for_exit(execution, event, limits, outcome)
+            return False
+
+
+def _account_for_oom(execution: ExecutionChannel, limits: NodeLimits, outcome: NpuOutcome) -> None:
+    """A node whose child processes the OOM killer took is reported as such even though
+    its runtime survived to answer: the NPU's count of OOM kills rose during it."""
+    before = (execution.spawned or {}).get("oom_kills")
+    rose = type(before) is int and type(outcome.oom_kills) is int and outcome.oom_kills > before
+    if rose and (outcome.error is None or outcome.error.error_type == "NpuCrashed"):
+        outcome.error = _out_of_memory(limits)
+
+
+def _account_for_exit(
+    execution: ExecutionChannel, exited: dict[str, Any], limits: NodeLimits, outcome: NpuOutcome
+) -> None:
+    """The execution's process ended without answering: why."""
+    before = (execution.spawned or {}).get("oom_kills")
+    after = exited.get("oom_kills")
+    killed_for_memory = exited.get("memory_exceeded") is True or (
+        type(before) is int and type(after) is int and after > before
+    )
+    code, signum = exited.get("code"), exited.get("signal")
+    outcome.exit_code = code if type(code) is int else (128 + signum if type(signum) is int else None)
+    if killed_for_memory:
+        outcome.error = _out_of_memory(limits)
+    else:
+        outcome.error = NodeError(
+            "NpuCrashed",
+            f"the node's process exited without reporting a result (exit code {outcome.exit_code})",
+        )
+
+
+def _account_for_npu_death(connection: NpuConnection, limits: NodeLimits, outcome: NpuOutcome) -> None:
+    """The whole NPU ended under the execution: the engine says whether for memory."""
+    container = connection.container
+    try:
+        outcome.exit_code = int(container.wait(timeout=10).get("StatusCode", -1))
+        container.reload()
+        oom_killed = bool(container.attrs["State"].get("OOMKilled"))
+    except Exception:
+        log.warning("could not read the exit state of NPU %s", connection.id[:12], exc_info=True)
+        return
+    if oom_killed:
+        outcome.error = _out_of_memory(limits)
+    elif outcome.error is not None:
+        outcome.error.message += f" (exit code {outcome.exit_code})"
+
+
+def _out_of_memory(limits: NodeLimits) -> NodeError:
+    return NodeError(
+        "OutOfMemory",
+        f"the node was killed by the out-of-memory killer (memory limit {limits.memory_mb} MiB)",
+    )
+
+
+def _stop(execution: ExecutionChannel | None) -> bool:
+    """Kill every process of the execution and wait for the server to have cleaned up
+    after it; False when it could not (the NPU is then replaced)."""
+    if execution is None:
+        return False
+    try:
+        execution.kill()
+    except NpuGone:
+        return False
+    deadline = time.monotonic() + KILL_GRACE_S
+    while execution.exited is None and time.monotonic() < deadline:
+        try:
+            kind, _ = execution.items.get(timeout=max(0.001, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if kind == "gone":
+            return False
+    return execution.exited is not None
 
 
 def _apply(event: dict[str, Any], outcome: NpuOutcome, observer: NpuObserver) -> dict[str, Any] | None:
@@ -357,36 +498,6 @@ def _apply(event: dict[str, Any], outcome: NpuOutcome, observer: NpuObserver) ->
             line=event.get("line"),
         )
     return event if kind in TERMINAL_TYPES else None
-
-
-def _account_for_exit(container: Any, limits: NodeLimits, outcome: NpuOutcome, *, answered: bool) -> None:
-    """Why the NPU ended as it did. A node whose child processes the OOM killer took
-    is reported as such even though its runtime survived to answer. The runtime counts
-    those kills in its answer; only where it could not (gVisor) or did not answer is
-    the container waited for, since the engine sets its OOMKilled flag when it stops."""
-    if answered and outcome.oom_kills is not None:
-        oom_killed = outcome.oom_kills > 0
-    else:
-        try:
-            outcome.exit_code = int(container.wait(timeout=10).get("StatusCode", -1))
-            container.reload()
-            oom_killed = bool(container.attrs["State"].get("OOMKilled"))
-        except Exception:
-            log.warning("could not read the exit state of NPU %s", container.id[:12], exc_info=True)
-            return
-    if oom_killed and (outcome.error is None or outcome.error.error_type == "NpuCrashed"):
-        outcome.error = NodeError(
-            "OutOfMemory",
-            f"the node was killed by the out-of-memory killer (memory limit {limits.memory_mb} MiB)",
-        )
-    elif outcome.error is not None and outcome.error.error_type == "NpuCrashed":
-        outcome.error.message += f" (exit code {outcome.exit_code})"
-
-
-def _kill(container: Any) -> None:
-    # Already gone is fine: the removal that follows is what matters.
-    with contextlib.suppress(docker.errors.DockerException):
-        container.kill()
 
 
 def ensure_npu_network(client: Any) -> Any:

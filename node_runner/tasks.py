@@ -12,7 +12,7 @@ from django.conf import settings
 
 from control_unit.actions import do_claim_node_test_run, do_finish_node_test_run
 from control_unit.models import NodeTestRun, Run
-from control_unit.run_actions import do_claim_node, do_record_node_outcome
+from control_unit.run_actions import ClaimedNode, do_claim_node, do_record_node_outcome
 from node_runner import heartbeat  # noqa: F401 - connects the worker's heartbeat to Celery's signals
 from node_runner.database_retry import (
     DATABASE_ATTEMPTS,
@@ -20,6 +20,7 @@ from node_runner.database_retry import (
     forget_connection,
     with_database_retry,
 )
+from node_runner.dedicated_npus import NodePlacement, current_registry
 from node_runner.limits import LimitError, NodeLimits
 from node_runner.npu_execution import NpuOutcome, RunControl, execute_in_npu
 from node_runner.ready_npu import NpuUnavailable
@@ -47,10 +48,12 @@ def execute_node(
     control: RunControl | None = None,
     trace: NodeTrace | None = None,
     pool: WarmPool | None = None,
+    dedicated: NodePlacement | None = None,
 ) -> dict[str, Any]:
-    """Resolve the node's secrets, run it in a fresh NPU, and return its outcome with
-    every secret value (and its common encodings) masked, ready to be stored. With a
-    ``trace``, the execution is traced live (events, logs, resource samples)."""
+    """Resolve the node's secrets, run it in a fresh process of its dedicated NPU (or a
+    single-use container), and return its outcome with every secret value (and its
+    common encodings) masked, ready to be stored. With a ``trace``, the execution is
+    traced live (events, logs, resource samples)."""
     try:
         secrets = resolve_secrets(referenced_names(code), run_id=run_ref, node_id=node_id)
     except UnknownSecret as exc:
@@ -72,7 +75,13 @@ def execute_node(
     )
     try:
         outcome = execute_in_npu(
-            job, NodeLimits.from_overrides(limits), labels, observer=trace, control=control, pool=pool
+            job,
+            NodeLimits.from_overrides(limits),
+            labels,
+            observer=trace,
+            control=control,
+            pool=pool,
+            dedicated=dedicated,
         )
         result = outcome_record(outcome)
     except (NpuUnavailable, LimitError) as exc:
@@ -123,6 +132,15 @@ def run_control(run_id: str) -> Callable[[], str]:
     return wanted
 
 
+def placement_of(claimed: ClaimedNode) -> NodePlacement | None:
+    """The node's dedicated NPU, unless the node or the installation asks for a
+    single-use container per execution."""
+    if claimed.isolation == "container" or settings.FLOWKIT_NPU_ISOLATION == "container":
+        return None
+    registry = current_registry()
+    return registry.for_node(str(claimed.pipeline_id), claimed.node_id) if registry is not None else None
+
+
 @shared_task(name="node_runner.run_node", bind=True)
 def run_node(self: Any, run_id: str, node_id: str, attempt: int) -> None:
     """Execute one attempt of one node of a run. Idempotent: a redelivered or stale
@@ -154,6 +172,7 @@ def run_node(self: Any, run_id: str, node_id: str, attempt: int) -> None:
         # A run's nodes take warm NPUs; a node test run (a one-off from the editor or
         # the CLI) starts its own, labelled with the test run so that it can be found.
         pool=current_pool(),
+        dedicated=placement_of(claimed),
     )
     database_away = False
     try:

@@ -72,14 +72,15 @@ class PoolProfile:
 
     @classmethod
     def of(cls, limits: NodeLimits) -> PoolProfile:
+        size = limits.container()
         return cls(
             image=settings.FLOWKIT_NPU_IMAGE,
             runtime=settings.FLOWKIT_NPU_RUNTIME,
-            memory_mb=limits.memory_mb,
-            cpus=limits.cpus,
-            pids=limits.pids,
-            tmpfs_mb=limits.tmpfs_mb,
-            network=limits.network,
+            memory_mb=size.memory_mb,
+            cpus=size.cpus,
+            pids=size.pids,
+            tmpfs_mb=size.tmpfs_mb,
+            network=size.network,
         )
 
     @property
@@ -311,6 +312,11 @@ _worker_name: str | None = None
 
 def current_pool() -> WarmPool | None:
     return _pool
+
+
+def worker_name() -> str | None:
+    """The name of the worker this process belongs to (None outside a worker)."""
+    return _worker_name
 
 
 @celeryd_after_setup.connect

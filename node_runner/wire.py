@@ -1,28 +1,91 @@
-"""The runner's side of the NPU wire protocol (the NPU's side is npu_image/flowkit/runtime.py).
+"""The runner's side of the NPU wire protocol (the NPU's side is npu_image/flowkit/
+forkserver.py, which starts each execution, and runtime.py, which runs it).
 
 Docker multiplexes a non-TTY container's stdout and stderr on one attach stream, each
-chunk behind an 8-byte header; stdout carries the NPU's JSON-line events, stderr is
-only a diagnostic. Everything here is pure: bytes in, events out.
+chunk behind an 8-byte header; stderr is only a diagnostic. Stdout carries the fork
+server's chunks (``ChunkReader``): its own events, and each execution's stream of
+JSON-line events (``FrameReader``). Requests go the other way as fixed-size headers
+(``request``), a job's bytes right after its ``run``. Everything here is pure: bytes
+in, events out.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
 
 from node_runner.limits import NodeLimits
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 EVENT_TYPES = frozenset({"started", "log", "log_dropped", "result", "error"})
 TERMINAL_TYPES = frozenset({"result", "error"})
 STDOUT, STDERR = 1, 2
 _HEADER = struct.Struct(">BxxxL")
 
 
+# The fork server's requests and chunks (npu_image/flowkit/forkserver.py).
+REQUEST_BYTES = 64
+SERVER_TAG = "@"
+SERVER_EVENT_TYPES = frozenset({"ready", "spawned", "refused", "usage", "paused", "resumed", "exited"})
+EXECUTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_CHUNK_HEAD = re.compile(rb"(@|[A-Za-z0-9_-]{1,32}) ([0-9]{1,9})")
+MAX_CHUNK_HEAD = 48
+
+
 class ProtocolViolation(Exception):
     """The NPU sent something the protocol does not allow."""
+
+
+def request(op: str, execution: str = "", *numbers: int) -> bytes:
+    """One request header for the fork server: ``run``, ``pause``, ``resume``, ``kill``, ``quit``."""
+    if execution and not EXECUTION_NAME.fullmatch(execution):
+        raise ValueError(f"not an execution name: {execution!r}")
+    line = " ".join([op, *([execution] if execution else []), *(str(int(n)) for n in numbers)])
+    encoded = line.encode("ascii")
+    if len(encoded) >= REQUEST_BYTES:
+        raise ValueError(f"request too long: {line!r}")
+    return encoded.ljust(REQUEST_BYTES - 1) + b"\n"
+
+
+class ChunkReader:
+    """Splits the fork server's stdout into (tag, payload) chunks."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        self._buffer += data
+        chunks: list[tuple[str, bytes]] = []
+        while True:
+            newline = self._buffer.find(b"\n", 0, MAX_CHUNK_HEAD)
+            if newline == -1:
+                if len(self._buffer) >= MAX_CHUNK_HEAD:
+                    raise ProtocolViolation(f"the NPU sent a malformed chunk: {bytes(self._buffer[:40])!r}")
+                return chunks
+            head = _CHUNK_HEAD.fullmatch(bytes(self._buffer[:newline]))
+            if head is None:
+                raise ProtocolViolation(f"the NPU sent a malformed chunk: {bytes(self._buffer[:40])!r}")
+            size = int(head.group(2))
+            end = newline + 1 + size
+            if len(self._buffer) < end:
+                return chunks
+            chunks.append((head.group(1).decode("ascii"), bytes(self._buffer[newline + 1 : end])))
+            del self._buffer[:end]
+
+
+def parse_server_event(payload: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(payload)
+    except (ValueError, RecursionError):
+        raise ProtocolViolation(
+            f"the NPU's server sent an event that is not JSON: {payload[:80]!r}"
+        ) from None
+    if not isinstance(event, dict) or event.get("type") not in SERVER_EVENT_TYPES:
+        raise ProtocolViolation(f"the NPU's server sent an unknown event: {payload[:80]!r}")
+    return event
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,20 @@ FLOWKIT_NPU_FLOOD_BYTES = env_int("FLOWKIT_NPU_FLOOD_BYTES", 32 * 1024 * 1024, m
 FLOWKIT_NPU_POOL_MIN = env_int("FLOWKIT_NPU_POOL_MIN", 2, minimum=0, maximum=64)
 FLOWKIT_NPU_POOL_MAX = env_int("FLOWKIT_NPU_POOL_MAX", 4, minimum=0, maximum=64)
 FLOWKIT_NPU_POOL_REFILL_CONCURRENCY = env_int("FLOWKIT_NPU_POOL_REFILL_CONCURRENCY", 2, minimum=1, maximum=16)
+# Isolation (node_runner.dedicated_npus): "dedicated" gives each pipeline node a
+# long-lived NPU whose fork server starts a fresh process per execution, unless the
+# node asks for "container"; "container" forces a single-use container per execution
+# for every node. A worker process keeps at most DEDICATED_MAX dedicated NPUs (the least
+# recently used goes first), lets one go after DEDICATED_IDLE_S without an execution,
+# and replaces one after DEDICATED_MAX_EXECUTIONS executions.
+FLOWKIT_NPU_ISOLATION = env_choice("FLOWKIT_NPU_ISOLATION", "dedicated", ("dedicated", "container"))
+FLOWKIT_NPU_DEDICATED_MAX = env_int("FLOWKIT_NPU_DEDICATED_MAX", 16, minimum=1, maximum=1024)
+FLOWKIT_NPU_DEDICATED_IDLE_S = env_float(
+    "FLOWKIT_NPU_DEDICATED_IDLE_S", 600.0, minimum=1.0, maximum=7 * 24 * 3600
+)
+FLOWKIT_NPU_DEDICATED_MAX_EXECUTIONS = env_int(
+    "FLOWKIT_NPU_DEDICATED_MAX_EXECUTIONS", 1000, minimum=1, maximum=10_000_000
+)
 
 # The trace monitor. Events and streams carry at most PREVIEW_BYTES of an input or
 # output (the whole value is downloadable); a runner stores a node's log lines in

@@ -4,4 +4,4 @@ This package is copied into the NPU image and runs inside the sandbox. It uses t
 standard library only and holds no server code: it must be safe to hand to anyone.
 """
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2

@@ -2,7 +2,7 @@
 
 Wire protocol (version 1):
 
-* runner -> NPU: one JSON document on stdin, then end of file::
+* runner -> NPU: one JSON document (the job), then end of file::
 
       {"protocol": 1, "code": "...", "inputs": {...}, "secrets": {"NAME": "value"},
        "node": {"id": "...", "label": "...", "attempt": 1, "idempotency_key": "run/node"},
@@ -19,6 +19,9 @@ Wire protocol (version 1):
 
 Anything else the process writes (an interpreter crash) goes to stderr, which the
 runner keeps as a diagnostic.
+
+In an NPU these events travel inside the fork server's framing (``flowkit.forkserver``),
+one stream per execution.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import platform
 import sys
 import traceback
 import types
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from . import PROTOCOL_VERSION, _channel, _job
 from ._budget import LogBudget
@@ -49,16 +53,22 @@ class NodeContractError(Exception):
 
 
 def main() -> None:
+    """Run the one job that arrives on stdin (a single-use runtime, as in tests; an NPU
+    runs ``flowkit.forkserver``, whose executions each call ``serve`` in a fresh process)."""
     # Keep the real stdout for the protocol before anything can write to fd 1;
     # os.dup gives a non-inheritable descriptor, so child processes never see it.
     channel = Channel(os.dup(1))
-    _channel.install(channel)
-    # The SDK every node imports (and asyncio with it) is loaded before the job is
-    # read: an NPU waiting in the warm pool has paid for it before its node arrives.
+    # The SDK every node imports (and asyncio with it) is loaded before the job is read.
     from . import node  # noqa: F401
 
+    serve(channel, lambda: sys.stdin.buffer.read(MAX_JOB_BYTES + 1))
+
+
+def serve(channel: Channel, read_job: Callable[[], bytes]) -> NoReturn:
+    """Read one job with ``read_job``, run it, report on ``channel`` and exit the process."""
+    _channel.install(channel)
     try:
-        job = _read_job()
+        job = _parse_job(read_job())
     except (ValueError, KeyError, TypeError) as exc:
         channel.emit({"type": "error", "error_type": "ProtocolError", "message": str(exc), "traceback": ""})
         os._exit(2)
@@ -73,7 +83,7 @@ def main() -> None:
         channel.emit(
             {"type": "log_dropped", "lines": job.budget.dropped_lines, "bytes": job.budget.dropped_bytes}
         )
-    channel.emit_final({**outcome, "oom_kills": _oom_kills()})
+    channel.emit_final({**outcome, "oom_kills": oom_kills()})
     # Skip atexit hooks and threads the node left running: the answer is out.
     os._exit(0)
 
@@ -82,7 +92,7 @@ def main() -> None:
 OOM_COUNTERS = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
 
 
-def _oom_kills() -> int | None:
+def oom_kills() -> int | None:
     """The out-of-memory kills in this NPU so far. The runner reads it to tell a node
     whose child processes were killed for memory without waiting for the container
     to stop (the engine's own flag is only set then)."""
@@ -98,8 +108,7 @@ def _oom_kills() -> int | None:
     return None
 
 
-def _read_job() -> _job.Job:
-    raw = sys.stdin.buffer.read(MAX_JOB_BYTES + 1)
+def _parse_job(raw: bytes) -> _job.Job:
     if len(raw) > MAX_JOB_BYTES:
         raise ValueError(f"job is larger than {MAX_JOB_BYTES} bytes")
     document = json.loads(raw)

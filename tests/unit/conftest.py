@@ -81,7 +81,7 @@ def make_job(
     unknown = set(limit_overrides) - set(DEFAULT_LIMITS)
     assert not unknown, f"not a runtime limit: {unknown}"
     return {
-        "protocol": 1,
+        "protocol": 2,
         "code": code,
         "inputs": inputs or {},
         "secrets": secrets or {},

@@ -434,12 +434,12 @@ def test_a_job_that_is_not_json_is_refused_with_a_protocol_error():
 
 
 def test_a_job_in_another_protocol_version_is_refused_naming_both_versions():
-    job = {**make_job(ADD_NODE), "protocol": 2}
+    job = {**make_job(ADD_NODE), "protocol": 1}
     [event] = parse_events(run_job_bytes(json.dumps(job).encode()).stdout)
 
     assert event["error_type"] == "ProtocolError"
-    assert "protocol 2" in event["message"]
-    assert "speaks 1" in event["message"]
+    assert "protocol 1" in event["message"]
+    assert "speaks 2" in event["message"]
 
 
 # --- The logger ---------------------------------------------------------------------------------

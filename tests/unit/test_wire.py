@@ -183,7 +183,7 @@ def test_an_encoded_job_round_trips_through_json_and_carries_the_limits():
     document = json.loads(encoded)
 
     assert encoded.isascii()
-    assert document["protocol"] == 1
+    assert document["protocol"] == 2
     assert document["code"] == ADD_NODE
     assert document["inputs"] == {"a": 2, "b": [1, "two"]}
     assert document["secrets"] == {"TOKEN": 'quo"te\n'}

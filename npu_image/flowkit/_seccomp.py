@@ -1,0 +1,89 @@
+"""A seccomp filter each execution installs before its node's code runs.
+
+Executions of one node share their NPU's uid. What keeps one from reading another's
+memory is that every process the fork server starts is non-dumpable, and this filter,
+stacked on the engine's own profile: no ``ptrace``, no ``process_vm_readv/writev``, no
+``pidfd_getfd``, and no ``kill(-1, ...)`` (which would signal every process of the NPU,
+the other executions' included). It is inherited by every process the node starts and
+cannot be removed. Unprivileged processes may install filters once no-new-privileges is
+set, which every NPU has.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import platform
+import struct
+
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+SECCOMP_RET_ALLOW = 0x7FFF0000
+SECCOMP_RET_ERRNO = 0x00050000
+
+# BPF instructions (linux/filter.h).
+LD_W_ABS = 0x20
+JEQ_K = 0x15
+RET_K = 0x06
+
+# seccomp_data: nr (u32), arch (u32), instruction_pointer (u64), args[6] (u64).
+OFFSET_NR, OFFSET_ARCH, OFFSET_ARG0_LOW = 0, 4, 16
+
+# (audit arch, {syscall: number}) per machine.
+SYSCALLS = {
+    "x86_64": (0xC000003E, {"ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
+                            "pidfd_getfd": 438, "kill": 62}),
+    "aarch64": (0xC00000B7, {"ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
+                             "pidfd_getfd": 438, "kill": 129}),
+}  # fmt: skip
+DENIED = ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd")
+
+
+class SeccompUnavailable(Exception):
+    pass
+
+
+def _instruction(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+    return struct.pack("=HBBI", code, jt, jf, k)
+
+
+def filter_program(machine: str) -> bytes:
+    """The filter's BPF program for ``machine`` (as ``platform.machine()`` names it)."""
+    if machine not in SYSCALLS:
+        raise SeccompUnavailable(f"no syscall table for {machine}")
+    arch, numbers = SYSCALLS[machine]
+    deny = SECCOMP_RET_ERRNO | errno.EPERM
+    program = [
+        _instruction(LD_W_ABS, OFFSET_ARCH),
+        # Another ABI than the table's (none is expected): leave it to the engine's profile.
+        _instruction(JEQ_K, arch, jt=1, jf=0),
+        _instruction(RET_K, SECCOMP_RET_ALLOW),
+        _instruction(LD_W_ABS, OFFSET_NR),
+    ]
+    for name in DENIED:
+        program += [_instruction(JEQ_K, numbers[name], jt=0, jf=1), _instruction(RET_K, deny)]
+    program += [
+        _instruction(JEQ_K, numbers["kill"], jt=1, jf=0),
+        _instruction(RET_K, SECCOMP_RET_ALLOW),
+        _instruction(LD_W_ABS, OFFSET_ARG0_LOW),
+        _instruction(JEQ_K, 0xFFFFFFFF, jt=0, jf=1),  # pid -1: every process it may signal
+        _instruction(RET_K, deny),
+        _instruction(RET_K, SECCOMP_RET_ALLOW),
+    ]
+    return b"".join(program)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def install() -> None:
+    program = filter_program(platform.machine())
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise SeccompUnavailable(f"no_new_privs: errno {ctypes.get_errno()}")
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        raise SeccompUnavailable(f"seccomp filter refused: errno {ctypes.get_errno()}")

@@ -1,0 +1,574 @@
+"""The NPU's fork server: one long-lived process that starts each execution as a fresh
+forked process, and keeps every execution apart from the others.
+
+It imports the SDK once; each job then costs a ``fork``, not a container. The server
+is the container's first process (PID 1: no process of the NPU can kill it) and is
+non-dumpable, as is every process forked from it: no execution can read its memory
+or another's through /proc or ``ptrace`` (each execution also installs a seccomp
+filter, ``_seccomp``). It never holds a job: the execution's own process reads its job
+from stdin, and its frames are moved to stdout by ``splice``, so neither a job nor a
+result passes through the server's memory, which every later fork would inherit.
+
+Wire protocol (runner -> NPU, on stdin): fixed 64-byte ASCII headers, space-padded and
+ending in a newline::
+
+    run <exec> <job bytes> <memory limit bytes or 0>   followed by the job itself
+    pause <exec> | resume <exec> | kill <exec> | quit
+
+(``exec`` names the execution: 1-32 characters of [A-Za-z0-9_-]). End of stdin is
+``quit``.
+
+NPU -> runner, on stdout: chunks ``<tag> <length>\\n<payload>``. Tag ``@`` carries one
+JSON event of the server (``ready``, ``spawned``, ``refused``, ``usage``, ``paused``,
+``resumed``, ``exited``); any other tag is an execution's own stream of JSON-line
+events (``flowkit.runtime``), opaque to the server. An execution can write only into
+its own stream, so it cannot forge another's frames or the server's.
+
+When an execution's leader exits, every process left of it is killed, its stream is
+drained to its end, its files are removed (all of /tmp, /dev/shm and System V IPC
+once no other execution runs), and only then is ``exited`` sent: the next execution
+of the node finds nothing of the previous one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import platform
+import random
+import re
+import select
+import shutil
+import signal
+import stat
+import sys
+import termios
+import time
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from . import PROTOCOL_VERSION, _processes, _seccomp
+from ._channel import Channel
+
+HEADER_BYTES = 64
+EXEC_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+SERVER_TAG = "@"
+USAGE_EVERY_S = 0.5
+# How long the server keeps killing an ended execution's leftovers before it gives up
+# and declares the NPU unusable (a process it cannot kill: never seen).
+CLEANUP_DEADLINE_S = 5.0
+# Where executions may write: wiped between executions. Only inside an NPU (the server
+# is the container's PID 1); run elsewhere (the runtime's own tests) the server uses
+# FLOWKIT_SCRATCH_DIR alone and touches nothing else of the machine it runs on.
+NPU_SCRATCH = "/tmp"  # noqa: S108 - inside the NPU
+NPU_SHARED_PLACES = ("/dev/shm", "/dev/mqueue")  # noqa: S108 - inside the NPU
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+OOM_COUNTERS = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
+
+
+class ServerBroken(Exception):
+    """The server cannot go on (its input is out of step); the runner replaces the NPU."""
+
+
+@dataclass
+class Execution:
+    name: str
+    pid: int
+    stream: int  # read end of the execution's frame pipe
+    memory_limit: int
+    started: float = field(default_factory=time.monotonic)
+    leader_status: int | None = None
+    leader_rusage: Any = None
+    stream_open: bool = True
+    paused: bool = False
+    memory_exceeded: bool = False
+    peak_rss: int = 0
+
+
+class ForkServer:
+    def __init__(self, out_fd: int = 1) -> None:
+        self.out = out_fd
+        self.executions: dict[str, Execution] = {}
+        self.by_pid: dict[int, Execution] = {}
+        # The execution whose process is reading its job from stdin: the server reads
+        # no header until it has (its first frame, or its end, says so).
+        self.reading_job: Execution | None = None
+        self.base_environment = dict(os.environ)
+        self.next_usage = 0.0
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Scratch space for a job the server must skip: the only buffer that ever holds
+        # job bytes in the server, zeroed after use.
+        self._scratch = bytearray(64 * 1024)
+
+    # --- the loop ------------------------------------------------------------------
+
+    def serve(self) -> None:
+        signal.set_wakeup_fd(self._wake_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.send_event(
+            {
+                "type": "ready",
+                "protocol": PROTOCOL_VERSION,
+                "pid": os.getpid(),
+                "python": platform.python_version(),
+            }
+        )
+        stdin_open = True
+        while stdin_open or self.executions:
+            self.reap()
+            self.finish_ended()
+            readable = self.wait_readable(listen_stdin=stdin_open and self.reading_job is None)
+            for fd in readable:
+                if fd == self._wake_read:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_read, 4096)
+                elif fd == 0:
+                    stdin_open = self.handle_header()
+                else:
+                    self.relay(fd)
+            self.sample_usage()
+            if not stdin_open:
+                for execution in list(self.executions.values()):
+                    if execution.leader_status is None:
+                        _processes.kill_tree(execution.pid)
+
+    def wait_readable(self, *, listen_stdin: bool) -> list[int]:
+        fds = [self._wake_read] + [e.stream for e in self.executions.values() if e.stream_open]
+        if listen_stdin:
+            fds.append(0)
+        timeout = max(0.0, self.next_usage - time.monotonic()) if self.executions else None
+        try:
+            readable, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            return []
+        return readable
+
+    # --- the runner's requests ----------------------------------------------------
+
+    def handle_header(self) -> bool:
+        """Act on one header; False at the end of stdin."""
+        header = self.read_exactly(0, HEADER_BYTES)
+        if not header:
+            return False
+        if len(header) < HEADER_BYTES or not header.endswith(b"\n"):
+            raise ServerBroken("a request header was cut short")
+        words = header.decode("ascii", "replace").split()
+        op, args = (words[0], words[1:]) if words else ("", [])
+        if op == "quit":
+            return False
+        if (
+            op == "run"
+            and len(args) == 3
+            and EXEC_NAME.fullmatch(args[0])
+            and args[1].isdigit()
+            and args[2].isdigit()
+        ):
+            self.start(args[0], int(args[1]), int(args[2]))
+            return True
+        if op in ("pause", "resume", "kill") and len(args) == 1 and args[0] in self.executions:
+            self.control(op, self.executions[args[0]])
+            return True
+        if op in ("pause", "resume", "kill"):
+            return True  # an execution that has ended meanwhile: nothing to do
+        raise ServerBroken(f"unknown request {op!r}")
+
+    def start(self, name: str, job_bytes: int, memory_limit: int) -> None:
+        if name in self.executions:
+            self.skip_job(job_bytes)
+            self.send_event({"type": "refused", "exec": name, "message": "an execution of that name runs"})
+            return
+        if not self.executions:
+            wipe_shared_places()  # nothing runs: nothing left by an earlier one survives
+        stream_read, stream_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(stream_read)
+            os.close(stream_write)
+            self.skip_job(job_bytes)
+            self.send_event(
+                {
+                    "type": "refused",
+                    "exec": name,
+                    "message": f"the NPU could not start a process for the execution: {exc.strerror}",
+                }
+            )
+            return
+        if pid == 0:
+            try:
+                become_execution(name, job_bytes, stream_write, self.base_environment)
+            finally:
+                os._exit(70)
+        os.close(stream_write)
+        execution = Execution(name=name, pid=pid, stream=stream_read, memory_limit=memory_limit)
+        if not self.executions:
+            self.next_usage = time.monotonic() + USAGE_EVERY_S
+        self.executions[name] = execution
+        self.by_pid[pid] = execution
+        self.reading_job = execution
+        rx, tx = network_bytes()
+        self.send_event(
+            {
+                "type": "spawned",
+                "exec": name,
+                "pid": pid,
+                "oom_kills": oom_kills(),
+                "net_rx_bytes": rx,
+                "net_tx_bytes": tx,
+            }
+        )
+
+    def control(self, op: str, execution: Execution) -> None:
+        if execution.leader_status is not None:
+            return
+        if op == "pause" and not execution.paused:
+            _processes.stop_tree(execution.pid)
+            execution.paused = True
+            self.send_event({"type": "paused", "exec": execution.name})
+        elif op == "resume" and execution.paused:
+            _processes.continue_tree(execution.pid)
+            execution.paused = False
+            self.send_event({"type": "resumed", "exec": execution.name})
+        elif op == "kill":
+            _processes.kill_tree(execution.pid)
+
+    def skip_job(self, size: int) -> None:
+        view = memoryview(self._scratch)
+        try:
+            while size > 0:
+                got = os.readv(0, [view[: min(size, len(view))]])
+                if got == 0:
+                    raise ServerBroken("stdin ended inside a job")
+                size -= got
+        finally:
+            self._scratch[:] = bytes(len(self._scratch))
+
+    @staticmethod
+    def read_exactly(fd: int, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = os.read(fd, size - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    # --- executions' streams --------------------------------------------------------
+
+    def relay(self, fd: int) -> None:
+        execution = next((e for e in self.executions.values() if e.stream == fd), None)
+        if execution is None:
+            return
+        if self.reading_job is execution:
+            self.reading_job = None  # it wrote, or ended: it has read its job
+        available = pending_bytes(fd)
+        if available == 0:
+            # Readable with nothing in it: every writer has closed it.
+            execution.stream_open = False
+            os.close(fd)
+            return
+        header = f"{execution.name} {available}\n".encode("ascii")
+        write_all(self.out, header)
+        moved = 0
+        while moved < available:
+            moved += os.splice(fd, self.out, available - moved)
+
+    # --- ends of executions ---------------------------------------------------------
+
+    def reap(self) -> None:
+        """Wait for every child that ended; when one did, kill the strays it left."""
+        reaped = False
+        while True:
+            try:
+                pid, status, rusage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            reaped = True
+            execution = self.by_pid.pop(pid, None)
+            if execution is None:
+                continue
+            execution.leader_status = status
+            execution.leader_rusage = rusage
+            if self.reading_job is execution:
+                self.reading_job = None
+                if not execution.stream_open or pending_bytes(execution.stream) == 0:
+                    # Killed before it read its job to the end (it writes a frame as soon
+                    # as it has): the rest of that job is still on stdin, out of step.
+                    raise ServerBroken("an execution ended before it read its job")
+        if reaped:
+            self.kill_strays()
+
+    def finish_ended(self) -> None:
+        for execution in list(self.executions.values()):
+            if execution.leader_status is not None:
+                self.finish(execution)
+
+    def kill_strays(self) -> None:
+        """Kill the server's children that are not a live execution's leader: processes
+        of an execution whose leader has ended (they were adopted by the server)."""
+        table = _processes.process_table()
+        for pid in _processes.children_of(os.getpid(), table):
+            if pid not in self.by_pid:
+                # Stop its subtree first, so that its own children cannot run on.
+                _processes.kill_tree(pid)
+
+    def finish(self, execution: Execution) -> None:
+        deadline = time.monotonic() + CLEANUP_DEADLINE_S
+        while execution.stream_open:
+            # Processes the execution left may still hold its stream: kill them, then
+            # relay what they wrote until the stream ends.
+            self.kill_strays()
+            readable, _, _ = select.select([execution.stream], [], [], 0.01)
+            if readable:
+                self.relay(execution.stream)
+            if time.monotonic() > deadline:
+                raise ServerBroken(f"the processes of execution {execution.name} could not be stopped")
+            self.reap()
+        del self.executions[execution.name]
+        remove_tree(workdir_of(execution.name))
+        if not self.executions:
+            wipe_shared_places()
+        status, usage = execution.leader_status or 0, execution.leader_rusage
+        self.send_event(
+            {
+                "type": "exited",
+                "exec": execution.name,
+                "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                "oom_kills": oom_kills(),
+                "memory_exceeded": execution.memory_exceeded,
+                "cpu_s": round(usage.ru_utime + usage.ru_stime, 6),
+                "peak_rss_bytes": max(execution.peak_rss, usage.ru_maxrss * 1024),
+                "duration_s": round(time.monotonic() - execution.started, 6),
+            }
+        )
+
+    # --- resources ------------------------------------------------------------------
+
+    def sample_usage(self) -> None:
+        now = time.monotonic()
+        if not self.executions or now < self.next_usage:
+            return
+        self.next_usage = now + USAGE_EVERY_S
+        table = _processes.process_table()
+        rx, tx = network_bytes()
+        for execution in self.executions.values():
+            if execution.leader_status is not None:
+                continue
+            pids = _processes.descendants(execution.pid, table)
+            rss = sum(_processes.resident_bytes(pid) for pid in pids)
+            execution.peak_rss = max(execution.peak_rss, rss)
+            ticks = sum(table[pid].cpu_ticks for pid in pids if pid in table)
+            if execution.memory_limit and rss > execution.memory_limit and not execution.memory_exceeded:
+                execution.memory_exceeded = True
+                _processes.kill_tree(execution.pid)
+            self.send_event(
+                {
+                    "type": "usage",
+                    "exec": execution.name,
+                    "cpu_s": ticks / _processes.CLOCK_TICKS,
+                    "rss_bytes": rss,
+                    "pids": len(pids),
+                    "net_rx_bytes": rx,
+                    "net_tx_bytes": tx,
+                    "ts": time.time(),
+                }
+            )
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        payload = json.dumps(event, ensure_ascii=True, allow_nan=False).encode("ascii")
+        write_all(self.out, f"{SERVER_TAG} {len(payload)}\n".encode("ascii") + payload)
+
+
+# --- the execution's side of the fork ---------------------------------------------------
+
+
+def become_execution(name: str, job_bytes: int, stream: int, environment: dict[str, str]) -> NoReturn:
+    """In the forked process: leave the server behind, read the job, run the node."""
+    from . import runtime
+
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGCHLD, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    os.setsid()
+    # Nothing of the server's but stdin (until the job is read) and stderr (a crash
+    # report): fd 1 is the server's frame stream.
+    if stream != 3:
+        os.dup2(stream, 3, inheritable=False)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
+    os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+    channel = Channel(3)
+    # The job first: the server reads no further request until this execution's first frame.
+    job = ForkServer.read_exactly(0, job_bytes)
+    try:
+        isolate(name, environment)
+    except Exception as exc:  # noqa: BLE001 - reported as the execution's error
+        message = f"the NPU could not isolate the execution: {exc}"
+        channel.emit_final(
+            {"type": "error", "error_type": "NpuSetupError", "message": message, "traceback": ""}
+        )
+        os._exit(2)
+    runtime.serve(channel, lambda: job)
+
+
+def isolate(name: str, environment: dict[str, str]) -> None:
+    """What sets this execution apart from every other one in the NPU."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    # Orphans of the node's processes come to this process, not to the server: the
+    # execution's processes stay one tree, which pause and kill walk.
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_CHILD_SUBREAPER refused")
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as adj:
+        adj.write("1000")  # under memory pressure the kernel takes an execution, never the server
+    workdir = workdir_of(name)
+    os.mkdir(workdir, 0o700)
+    os.chdir(workdir)
+    os.environ.clear()
+    os.environ.update(environment, HOME=workdir, TMPDIR=workdir)
+    random.seed()  # else every execution would draw the numbers the server's state gives
+    _seccomp.install()
+
+
+# Decided where the server starts: its executions' pids are not 1.
+_IN_NPU = os.getpid() == 1
+
+
+def in_npu() -> bool:
+    return _IN_NPU
+
+
+def scratch_dir() -> str:
+    return NPU_SCRATCH if in_npu() else os.environ["FLOWKIT_SCRATCH_DIR"]
+
+
+def workdir_of(name: str) -> str:
+    return os.path.join(scratch_dir(), f"exec-{name}")
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def pending_bytes(fd: int) -> int:
+    raw = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(raw, sys.byteorder, signed=True)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def oom_kills() -> int | None:
+    from .runtime import oom_kills as counted
+
+    return counted()
+
+
+def network_bytes() -> tuple[int | None, int | None]:
+    """Bytes received and sent on the NPU's interfaces (loopback aside); None without any."""
+    rx = tx = 0
+    found = False
+    try:
+        with open("/proc/net/dev", encoding="ascii") as handle:
+            for line in handle.readlines()[2:]:
+                interface, _, counters = line.partition(":")
+                if interface.strip() == "lo":
+                    continue
+                values = counters.split()
+                rx, tx, found = rx + int(values[0]), tx + int(values[8]), True
+    except (OSError, ValueError, IndexError):
+        return None, None
+    return (rx, tx) if found else (None, None)
+
+
+def remove_tree(path: str) -> None:
+    """Remove ``path`` whatever its modes (a node may have chmod-ed its own files away)."""
+
+    def unlock_and_retry(function: Any, failed: str, _exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(failed) or failed, stat.S_IRWXU)
+            os.chmod(failed, stat.S_IRWXU)
+            function(failed)
+
+    if os.path.lexists(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, onerror=unlock_and_retry)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def wipe_shared_places() -> None:
+    """Empty what every execution of the NPU can write: /tmp, /dev/shm, /dev/mqueue and
+    System V IPC. Only called while no execution runs."""
+    for place in (scratch_dir(), *(NPU_SHARED_PLACES if in_npu() else ())):
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(place):
+                remove_tree(os.path.join(place, entry))
+    if in_npu():
+        remove_ipc_objects()
+
+
+IPC_RMID = 0
+SYSV_IPC = (("/proc/sysvipc/shm", "shmctl"), ("/proc/sysvipc/sem", "semctl"), ("/proc/sysvipc/msg", "msgctl"))
+
+
+def remove_ipc_objects() -> None:
+    libc: Any = None
+    for listing, remover in SYSV_IPC:
+        try:
+            with open(listing, encoding="ascii") as handle:
+                rows = handle.readlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) < 2:
+                continue
+            libc = libc or ctypes.CDLL(None, use_errno=True)
+            if remover == "semctl":
+                getattr(libc, remover)(int(fields[1]), 0, IPC_RMID)
+            else:
+                getattr(libc, remover)(int(fields[1]), IPC_RMID, None)
+
+
+def main() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    # Non-dumpable, and so is every process forked from it: /proc/<pid>/mem, environ
+    # and ptrace are refused to the other processes of the NPU.
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    # As PID 1 it adopts every orphan anyway; elsewhere (tests) this makes it so.
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+    # What every node imports, loaded once: each execution's fork has it already.
+    from . import log, node, runtime  # noqa: F401
+
+    if not in_npu() and not os.path.isdir(os.environ.get("FLOWKIT_SCRATCH_DIR", "")):
+        sys.exit("outside an NPU the fork server needs FLOWKIT_SCRATCH_DIR, a directory of its own to wipe")
+    with contextlib.suppress(OSError):
+        os.chdir("/")
+    try:
+        ForkServer().serve()
+    except ServerBroken as exc:
+        print(f"flowkit fork server: {exc}", file=sys.stderr, flush=True)
+        os._exit(3)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:  # the runner went away
+            os._exit(0)
+        raise
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

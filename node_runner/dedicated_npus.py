@@ -124,6 +124,7 @@ class DedicatedNpus:
         take_pooled: Callable[[NodeLimits], ReadyNpu | None] = lambda limits: None,
         remove: Callable[[NpuConnection], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        connect: Callable[[ReadyNpu], NpuConnection] = NpuConnection,
     ) -> None:
         self.bounds = bounds
         self._launch = launch
@@ -131,6 +132,7 @@ class DedicatedNpus:
         self._take_pooled = take_pooled
         self._remove = remove or _close_and_remove
         self._clock = clock
+        self._connect = connect
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._npus: dict[NodeKey, NpuConnection] = {}
@@ -189,7 +191,7 @@ class DedicatedNpus:
             adopted = ready is not None
             if ready is None:
                 ready = self._launch(key)
-            connection = NpuConnection(ready)
+            connection = self._connect(ready)
             with self._lock:
                 self._npus[key] = connection
                 evicted = self._least_recently_used_beyond_bound(keep=key)

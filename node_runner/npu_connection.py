@@ -1,4 +1,5 @@
-"""The runner's connection to one NPU's fork server (npu_image/flowkit/forkserver.py).
+"""The runner's connection to one NPU's fork server (npu_image/flowkit/forkserver.py),
+started and found ready by node_runner.ready_npu.start_npu.
 
 One thread per connection reads the container's attach stream and sorts what arrives:
 the server's own events (``spawned``, ``usage``, ``exited`` ...) and each execution's
@@ -25,7 +26,6 @@ from typing import Any
 
 from node_runner.ready_npu import ReadyNpu, close_connection
 from node_runner.wire import (
-    PROTOCOL_VERSION,
     SERVER_TAG,
     STDOUT,
     ChunkReader,
@@ -38,9 +38,6 @@ from node_runner.wire import (
 log = logging.getLogger(__name__)
 
 MAX_STDERR_BYTES = 64 * 1024
-# A server that has not said it is ready this long after it was asked for work is stuck
-# (or is an image of another protocol, which waits for its job's end of file).
-READY_WITHIN_S = 15.0
 _names = itertools.count(1)
 
 
@@ -79,7 +76,6 @@ class NpuConnection:
         self.executions_served = 0
         self.stderr = bytearray()
         self.failure: str | None = None
-        self._ready = threading.Event()
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         self._channels: dict[str, ExecutionChannel] = {}
@@ -101,8 +97,6 @@ class NpuConnection:
 
     def begin(self, job: bytes, memory_limit_bytes: int = 0) -> ExecutionChannel:
         """Start one execution of ``job`` (the encoded job document)."""
-        if not self._ready.wait(READY_WITHIN_S):
-            self._fail(f"the NPU's fork server did not start within {READY_WITHIN_S:g} s")
         if self.failure is not None:
             raise NpuGone(self.failure)
         channel = ExecutionChannel(name=f"x{next(_names)}", connection=self)
@@ -179,14 +173,6 @@ class NpuConnection:
                 channel.items.put(("data", chunk))
             return
         event = parse_server_event(chunk)
-        if event["type"] == "ready":
-            if event.get("protocol") != PROTOCOL_VERSION:
-                raise ProtocolViolation(
-                    f"the NPU image speaks protocol {event.get('protocol')!r}, this runner "
-                    f"{PROTOCOL_VERSION}; rebuild the image with `flowkit npu build`"
-                )
-            self._ready.set()
-            return
         channel = self._channels.get(str(event.get("exec")))
         if channel is None:
             return
@@ -206,6 +192,5 @@ class NpuConnection:
             channels = list(self._channels.values())
             self._channels.clear()
             self._exited.notify_all()
-        self._ready.set()
         for channel in channels:
             channel.items.put(("gone", self.failure))

@@ -19,8 +19,21 @@ from typing import Any
 import docker.errors
 
 from node_runner.reaper import remove_container
+from node_runner.wire import (
+    PROTOCOL_VERSION,
+    SERVER_TAG,
+    STDOUT,
+    ChunkReader,
+    ProtocolViolation,
+    StreamDemuxer,
+    parse_server_event,
+)
 
 log = logging.getLogger(__name__)
+
+
+# An image of an older protocol waits for its job's end of file and never says it is ready.
+READY_WITHIN_S = 15.0
 
 
 class NpuUnavailable(Exception):
@@ -43,9 +56,10 @@ class ReadyNpu:
         return str(self.container.id)
 
     def is_waiting(self) -> bool:
-        """Whether the NPU still waits for its job. It writes nothing before its job
-        arrives, so a readable socket means it went away (end of stream): the engine
-        restarted, or something killed the container while it waited."""
+        """Whether the NPU still waits for its job. It writes nothing after its ``ready``
+        (read by ``start_npu``) before its job arrives, so a readable socket means it
+        went away (end of stream): the engine restarted, or something killed the
+        container while it waited."""
         if self.sock.fileno() < 0:
             return False
         try:
@@ -71,7 +85,46 @@ def start_npu(client: Any, options: dict[str, Any]) -> ReadyNpu:
     except docker.errors.DockerException as exc:
         remove_npu(container)
         raise NpuUnavailable(f"the Docker engine could not start an NPU: {exc}") from None
-    return ReadyNpu(container=container, sock=attachment._sock, attachment=attachment)
+    npu = ReadyNpu(container=container, sock=attachment._sock, attachment=attachment)
+    try:
+        await_ready(npu.sock)
+    except (NpuUnavailable, ProtocolViolation, OSError) as exc:
+        discard(npu)
+        raise NpuUnavailable(str(exc)) from None
+    return npu
+
+
+def await_ready(sock: socket.socket, timeout_s: float = READY_WITHIN_S) -> None:
+    """Read the fork server's ``ready`` event, its only word before its first job: once
+    it is read, the NPU writes nothing until it is given work (see ``is_waiting``)."""
+    demuxer, chunks = StreamDemuxer(), ChunkReader()
+    stderr = bytearray()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not data:
+            detail = stderr.decode("utf-8", "replace").strip()[-500:]
+            raise NpuUnavailable(f"the NPU exited as it started{': ' + detail if detail else ''}")
+        for stream, payload in demuxer.feed(data):
+            if stream != STDOUT:
+                stderr += payload[:4096]
+                continue
+            for tag, chunk in chunks.feed(payload):
+                event = parse_server_event(chunk) if tag == SERVER_TAG else {}
+                if event.get("type") != "ready":
+                    raise NpuUnavailable(f"the NPU spoke before it was ready: {chunk[:80]!r}")
+                if event.get("protocol") != PROTOCOL_VERSION:
+                    raise NpuUnavailable(
+                        f"the NPU image speaks protocol {event.get('protocol')!r}, this runner "
+                        f"{PROTOCOL_VERSION}; rebuild the image with `flowkit npu build`"
+                    )
+                sock.settimeout(None)
+                return
+    raise NpuUnavailable(f"the NPU's fork server did not start within {timeout_s:g} s")
 
 
 def close_connection(npu: ReadyNpu) -> None:

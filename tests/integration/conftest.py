@@ -337,6 +337,25 @@ def wait_until(what: str, check: Any, wait_s: float = 30) -> Any:
         time.sleep(0.05)
 
 
+def execution_processes(container: Any) -> dict[int, str]:
+    """The host pids and states (R, S, T ...) of an NPU's processes other than its fork
+    server: those of the executions it runs now, found through the container's cgroup."""
+    container.reload()
+    server = int(container.attrs["State"]["Pid"])
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == server:
+            continue
+        try:
+            if container.id not in (entry / "cgroup").read_text():
+                continue
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # it ended while we looked
+        found[int(entry.name)] = stat[stat.rfind(")") + 2]
+    return found
+
+
 def npu_containers(engine: docker.DockerClient, run: Any, node_id: str | None = None) -> list[Any]:
     """The NPU containers that a run's nodes used, while they exist (running or not).
     A pooled NPU is labelled before its node is known, so the trace (which records the

@@ -9,7 +9,7 @@ import pytest
 from tests.integration.conftest import node_code
 
 IMAGE_ENVIRONMENT = {
-    "PATH", "HOSTNAME", "HOME", "LANG", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
+    "PATH", "HOSTNAME", "HOME", "TMPDIR", "LANG", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
 }  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from node_runner.npu_image_build import SOURCE_LABEL, image_is_current, source_h
 def test_image_runs_as_a_non_root_user_with_the_runtime_as_entrypoint(docker_engine):
     config = docker_engine.images.get(settings.FLOWKIT_NPU_IMAGE).attrs["Config"]
     assert config["User"] == "10001:10001"
-    assert config["Entrypoint"] == ["python3", "-m", "flowkit.runtime"]
+    assert config["Entrypoint"] == ["python3", "-m", "flowkit.forkserver"]
 
 
 def test_image_is_labelled_with_the_hash_of_npu_image_sources(docker_engine):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -9,7 +10,14 @@ import pytest
 from control_unit import run_actions
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
-from tests.integration.conftest import example_version, nodes_of, npu_containers, wait_for_node, wait_for_run
+from tests.integration.conftest import (
+    example_version,
+    execution_processes,
+    nodes_of,
+    npu_containers,
+    wait_for_node,
+    wait_for_run,
+)
 from trace_monitor.models import NodeExecution
 
 # Burns CPU until it has used `cpu_s` seconds of CPU time, then reports the wall time.
@@ -28,10 +36,10 @@ node.run()
 """
 
 
-def single_node_version(name, code, **limits):
-    document = {"schema_version": 1, "nodes": [{"id": "work", "code": code, "outputs": ["cpu_s", "wall_s"],
-                                                "limits": limits}], "edges": []}  # fmt: skip
-    return do_create_pipeline(name, document).latest_version()
+def single_node_version(name, code, isolation="dedicated", **limits):
+    node = {"id": "work", "code": code, "outputs": ["cpu_s", "wall_s"], "limits": limits}
+    node["isolation"] = isolation
+    return do_create_pipeline(name, {"schema_version": 1, "nodes": [node], "edges": []}).latest_version()
 
 
 def npu_of(docker_engine, run, node_id="work"):
@@ -39,38 +47,47 @@ def npu_of(docker_engine, run, node_id="work"):
     return containers[0] if containers else None
 
 
-def cpu_usage_ns(container) -> int:
-    return int(container.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"])
+def cpu_ticks(pids) -> int:
+    """User and system time of these host processes, in clock ticks."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - read at once
+            total += sum(int(value) for value in stat[stat.rfind(")") + 2 :].split()[11:13])
+    return total
 
 
-def wait_for_container(docker_engine, run, wait_s=30):
+def wait_for_execution(docker_engine, run, wait_s=30):
+    """The run's NPU once its execution's processes run in it."""
     deadline = time.monotonic() + wait_s
-    while (container := npu_of(docker_engine, run)) is None or container.status != "running":
-        assert time.monotonic() < deadline, "the NPU never started"
+    while (container := npu_of(docker_engine, run)) is None or not execution_processes(container):
+        assert time.monotonic() < deadline, "the execution never started"
         time.sleep(0.05)
     return container
 
 
 @pytest.mark.exclusive
+@pytest.mark.parametrize("isolation", ["dedicated", "container"])
 def test_pause_freezes_a_cpu_burning_node_and_resume_completes_the_run(
-    celery_worker, transactional_db, docker_engine
+    celery_worker, transactional_db, docker_engine, isolation
 ):
     # 1 s of CPU under a 4 s timeout, with a 4 s pause: paused time must not count.
     # (The slack absorbs other tests burning CPU on the same two cores.)
-    run = do_start_run(single_node_version("burn", BURN, timeout_s=4), {"cpu_s": 1})
+    run = do_start_run(single_node_version("burn", BURN, isolation, timeout_s=4), {"cpu_s": 1})
     wait_for_node(run, "work", ("running",))
-    container = wait_for_container(docker_engine, run)
+    container = wait_for_execution(docker_engine, run)
     time.sleep(0.5)
 
     run_actions.do_pause_run(run.id)
     deadline = time.monotonic() + 5
-    while (container := npu_of(docker_engine, run)).status != "paused":
-        assert time.monotonic() < deadline, f"the NPU was not frozen ({container.status})"
+    while set((processes := execution_processes(container)).values()) != {"T"}:
+        assert time.monotonic() < deadline, f"the execution was not stopped ({processes})"
         time.sleep(0.05)
     assert nodes_of(run)["work"].state == "paused"
-    frozen_at = cpu_usage_ns(container)
+    assert container.status == "running", "a pause stops the execution, not its NPU"
+    frozen_at = cpu_ticks(processes)
     time.sleep(4)
-    assert cpu_usage_ns(container) == frozen_at, "CPU time advanced while the run was paused"
+    assert cpu_ticks(processes) == frozen_at, "CPU time advanced while the run was paused"
 
     run_actions.do_resume_run(run.id)
     run = wait_for_run(run)
@@ -82,20 +99,19 @@ def test_pause_freezes_a_cpu_burning_node_and_resume_completes_the_run(
     assert states == ["queued", "running", "paused", "running", "succeeded"]
 
 
-def test_cancel_kills_running_npus_and_marks_every_unfinished_node(
-    celery_worker, transactional_db, docker_engine
-):
-    document = {
-        "schema_version": 1,
-        "nodes": [
-            {"id": "work", "code": BURN, "outputs": ["cpu_s", "wall_s"], "limits": {"timeout_s": 60}},
-            {"id": "after", "code": "", "inputs": ["x"]},
-        ],
-        "edges": [{"source": "work", "source_port": "cpu_s", "target": "after", "target_port": "x"}],
-    }
-    run = do_start_run(do_create_pipeline("cancel me", document).latest_version(), {"cpu_s": 30})
-    wait_for_container(docker_engine, run)
+CANCEL_ME = {
+    "schema_version": 1,
+    "nodes": [
+        {"id": "work", "code": BURN, "outputs": ["cpu_s", "wall_s"], "limits": {"timeout_s": 60}},
+        {"id": "after", "code": "", "inputs": ["x"]},
+    ],
+    "edges": [{"source": "work", "source_port": "cpu_s", "target": "after", "target_port": "x"}],
+}
 
+
+def cancel_a_burning_run(docker_engine, document):
+    run = do_start_run(do_create_pipeline("cancel me", document).latest_version(), {"cpu_s": 30})
+    container = wait_for_execution(docker_engine, run)
     run_actions.do_cancel_run(run.id)
     run.refresh_from_db()
     assert run.state == "cancelled"
@@ -103,10 +119,32 @@ def test_cancel_kills_running_npus_and_marks_every_unfinished_node(
         "work": "cancelled",
         "after": "cancelled",
     }
+    return run, container
+
+
+def test_cancel_kills_the_execution_in_the_dedicated_npu_which_serves_the_next_run(
+    celery_worker, transactional_db, docker_engine
+):
+    run, container = cancel_a_burning_run(docker_engine, CANCEL_ME)
     deadline = time.monotonic() + 10
-    while npu_of(docker_engine, run) is not None:
-        assert time.monotonic() < deadline, "the cancelled node's NPU is still there"
+    while execution_processes(container):
+        assert time.monotonic() < deadline, "a process of the cancelled execution is still there"
         time.sleep(0.1)
+    container.reload()
+    assert container.status == "running", "the dedicated NPU stays for the node's next execution"
+
+    again = wait_for_run(do_start_run(run.version, {"cpu_s": 0.1}))
+    assert nodes_of(again)["work"].state == "succeeded", nodes_of(again)["work"].error
+    assert npu_of(docker_engine, again).id == container.id
+
+
+def test_cancel_removes_a_single_use_npu_and_marks_every_unfinished_node(
+    celery_worker, transactional_db, docker_engine
+):
+    work, after = CANCEL_ME["nodes"]
+    document = {**CANCEL_ME, "nodes": [{**work, "isolation": "container"}, after]}
+    run, _ = cancel_a_burning_run(docker_engine, document)
+    deadline = time.monotonic() + 10
     while npu_containers(docker_engine, run):
         assert time.monotonic() < deadline, "an NPU of the cancelled run is still there"
         time.sleep(0.1)

@@ -1,8 +1,9 @@
-"""The warm pool with a real worker and the real Docker engine: every node runs in
-an NPU of its own that the pool started before the node arrived, which is removed
-after it and never handed out again; the pool refills; pausing and resource
-sampling work on pooled NPUs; a worker that shuts down leaves none behind, and the
-pooled NPUs of a crashed worker exit by themselves and are removed by its next life."""
+"""The warm pool with a real worker and the real Docker engine. With single-use NPUs
+(isolation: container) every node runs in an NPU of its own that the pool started
+before the node arrived, which is removed after it and never handed out again; the
+pool refills; pausing and resource sampling work on pooled NPUs; a worker that shuts
+down leaves none behind, and the pooled NPUs of a crashed worker exit by themselves
+and are removed by its next life."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from control_unit.run_actions import do_pause_run, do_resume_run, do_start_run
 from node_runner.container_spec import POOL_LABEL, ROLE_LABEL, ROLE_NPU
 from tests.integration.conftest import (
     WorkerProcess,
+    execution_processes,
     node_code,
     nodes_of,
     start_worker,
@@ -39,6 +41,9 @@ def pool_environment(queue: str) -> dict[str, str]:
         "FLOWKIT_CELERY_QUEUE": queue,
         "FLOWKIT_NPU_POOL_MIN": str(MINIMUM),
         "FLOWKIT_NPU_POOL_MAX": "2",
+        # Single-use NPUs: what the pool hands out is seen once per execution. (A
+        # dedicated NPU adopts a pooled one too: tests/integration/test_dedicated_npus.py.)
+        "FLOWKIT_NPU_ISOLATION": "container",
     }
 
 
@@ -134,8 +139,9 @@ def test_pausing_and_sampling_work_on_a_pooled_npu(pool_worker, docker_engine):
 
     do_pause_run(run.id)
     deadline = time.monotonic() + 10
-    while docker_engine.api.inspect_container(used[0])["State"]["Status"] != "paused":
-        assert time.monotonic() < deadline, "the pooled NPU was not frozen"
+    container = docker_engine.containers.get(used[0])
+    while set(execution_processes(container).values()) != {"T"}:
+        assert time.monotonic() < deadline, "the execution in the pooled NPU was not stopped"
         time.sleep(0.05)
     do_resume_run(run.id)
     run = wait_for_run(run)

@@ -15,12 +15,15 @@ from node_runner.limits import NodeLimits
 from node_runner.wire import (
     STDERR,
     STDOUT,
+    ChunkReader,
     FrameReader,
     NpuJob,
     ProtocolViolation,
     StreamDemuxer,
     frame_limits,
     parse_frame,
+    parse_server_event,
+    request,
 )
 from tests.unit.conftest import ADD_NODE, returning, run_job_bytes, run_node
 
@@ -235,3 +238,38 @@ def test_the_largest_frame_leaves_room_for_a_full_output_and_a_full_log_line():
     assert max_frame > LIMITS.max_output_bytes + LIMITS.max_log_line_bytes
     assert max_total > LIMITS.max_output_bytes + LIMITS.max_log_bytes
     assert max_total >= max_frame
+
+
+# --- The fork server's framing ------------------------------------------------------------------
+
+
+def test_requests_are_fixed_size_headers_naming_the_execution():
+    header = request("run", "x1", 1234, 0)
+    assert len(header) == 64
+    assert header.endswith(b"\n")
+    assert header.split() == [b"run", b"x1", b"1234", b"0"]
+
+
+def test_a_request_for_an_execution_with_an_unsafe_name_is_refused():
+    with pytest.raises(ValueError, match="not an execution name"):
+        request("kill", "x 1\nquit")
+
+
+def test_chunks_split_into_tagged_payloads_across_reads():
+    reader = ChunkReader()
+    event = b'{"type":"ready"}'
+    stream = b"@ %d\n%sx1 6\nab\ncd\n" % (len(event), event)
+    chunks = [chunk for byte in range(len(stream)) for chunk in reader.feed(stream[byte : byte + 1])]
+    assert chunks == [("@", event), ("x1", b"ab\ncd\n")]
+
+
+@pytest.mark.parametrize("junk", [b"x1 12a\n", b"no-length\n", b"a" * 60, b"x1 -1\n", b"x y 2\n"])
+def test_a_malformed_chunk_header_is_a_protocol_violation(junk):
+    with pytest.raises(ProtocolViolation, match="malformed chunk"):
+        ChunkReader().feed(junk)
+
+
+def test_server_events_of_unknown_type_are_refused():
+    assert parse_server_event(b'{"type": "exited", "exec": "x1"}')["exec"] == "x1"
+    with pytest.raises(ProtocolViolation, match="unknown event"):
+        parse_server_event(b'{"type": "result"}')

@@ -1,0 +1,224 @@
+"""The NPU's fork server, run here as a plain process (FLOWKIT_SCRATCH_DIR stands for the
+NPU's /tmp): each execution a fresh process, its stream apart, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node_runner.wire import SERVER_TAG, ChunkReader, FrameReader, parse_server_event, request
+from tests.unit.conftest import ADD_NODE, NPU_IMAGE, make_job, node_code
+
+WAIT_S = 20.0
+
+
+class Server:
+    """A fork server process and what it sent, sorted by execution."""
+
+    def __init__(self, scratch: Path) -> None:
+        env = {**os.environ, "PYTHONPATH": str(NPU_IMAGE), "FLOWKIT_SCRATCH_DIR": str(scratch)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flowkit.forkserver"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=scratch,
+        )
+        self.chunks = ChunkReader()
+        self.events: list[dict[str, Any]] = []
+        self.streams: dict[str, bytearray] = {}
+
+    def send(self, data: bytes) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(data)
+        self.process.stdin.flush()
+
+    def run(self, name: str, job: dict[str, Any], memory_limit: int = 0) -> None:
+        payload = json.dumps(job).encode()
+        self.send(request("run", name, len(payload), memory_limit) + payload)
+
+    def read_until(self, wanted: Any) -> dict[str, Any]:
+        """Read until a server event for which ``wanted(event)`` holds."""
+        deadline = time.monotonic() + WAIT_S
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            for event in self.events:
+                if wanted(event):
+                    self.events.remove(event)
+                    return event
+            data = os.read(self.process.stdout.fileno(), 65536)
+            assert data, f"the server ended: {self.stderr()}"
+            for tag, payload in self.chunks.feed(data):
+                if tag == SERVER_TAG:
+                    self.events.append(parse_server_event(payload))
+                else:
+                    self.streams.setdefault(tag, bytearray()).extend(payload)
+        raise AssertionError(f"no such event within {WAIT_S} s; seen {self.events}")
+
+    def stderr(self) -> str:
+        return self.process.stderr.read().decode() if self.process.stderr else ""
+
+    def exited(self, name: str) -> dict[str, Any]:
+        return self.read_until(lambda e: e["type"] == "exited" and e["exec"] == name)
+
+    def frames(self, name: str) -> list[dict[str, Any]]:
+        return FrameReader(1 << 24).feed(bytes(self.streams.get(name, b"")))
+
+    def result(self, name: str) -> dict[str, Any]:
+        terminal = [f for f in self.frames(name) if f["type"] in ("result", "error")]
+        assert len(terminal) == 1, self.frames(name)
+        return terminal[0]
+
+    def close(self) -> int:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        return self.process.wait(timeout=WAIT_S)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    started = Server(scratch)
+    ready = started.read_until(lambda e: e["type"] == "ready")
+    assert ready["protocol"] == 2
+    yield started
+    if started.process.poll() is None:
+        started.process.kill()
+        started.process.wait()
+
+
+def probe(body: str) -> dict[str, Any]:
+    return make_job(node_code(body))
+
+
+def test_each_execution_is_a_fresh_process_and_the_server_reports_its_end(server):
+    server.run("one", make_job(ADD_NODE, {"a": 2, "b": 3}))
+    server.run("two", make_job(ADD_NODE, {"a": 4, "b": 5}))
+    first, second = server.exited("one"), server.exited("two")
+
+    assert server.result("one")["outputs"] == {"out": 5}
+    assert server.result("two")["outputs"] == {"out": 9}
+    started = [
+        frame for name in ("one", "two") for frame in server.frames(name) if frame["type"] == "started"
+    ]
+    pids = {frame["pid"] for frame in started}
+    assert len(pids) == 2
+    assert server.process.pid not in pids
+    assert first["code"] == second["code"] == 0
+    assert server.close() == 0
+
+
+def test_an_execution_starts_in_an_empty_directory_of_its_own_which_is_removed_after(server, tmp_path):
+    server.run("a", probe("import os\nopen('left.txt', 'w').write('x')\nreturn [], {'cwd': os.getcwd()}, ''"))
+    server.exited("a")
+    server.run("b", probe("import os\nreturn [], {'cwd': os.getcwd(), 'here': os.listdir('.')}, ''"))
+    server.exited("b")
+
+    first, second = server.result("a")["outputs"], server.result("b")["outputs"]
+    assert first["cwd"] != second["cwd"]
+    assert second["here"] == []
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_a_daemon_left_by_an_execution_is_killed_before_its_end_is_reported(server):
+    daemon = """
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        time.sleep(300)
+    os._exit(0)
+time.sleep(0.2)
+return [], {}, ''
+"""
+    server.run("d", probe(daemon))
+    server.exited("d")
+
+    assert server.result("d")["type"] == "result"
+    # The daemon was adopted by the server when the execution ended, and killed.
+    children = subprocess.run(
+        ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True, check=False
+    )
+    assert children.stdout.split() == []
+
+
+def test_pause_stops_every_process_of_one_execution_and_resume_lets_it_finish(server):
+    slow = "import time\nfor _ in range(20):\n    time.sleep(0.05)\nreturn [], {'done': 1}, ''"
+    server.run("slow", probe(slow))
+    server.run("other", make_job(ADD_NODE, {"a": 1, "b": 1}))
+    server.send(request("pause", "slow"))
+    server.read_until(lambda e: e["type"] == "paused" and e["exec"] == "slow")
+    server.exited("other")  # the other execution is not held up
+    time.sleep(1.5)
+    assert not any(e["type"] == "exited" and e["exec"] == "slow" for e in server.events)
+    server.send(request("resume", "slow"))
+    server.exited("slow")
+    assert server.result("slow")["outputs"] == {"done": 1}
+
+
+def test_kill_ends_an_execution_and_the_next_one_runs(server):
+    server.run("hang", probe("import time\ntime.sleep(300)\nreturn [], {}, ''"))
+    server.read_until(lambda e: e["type"] == "spawned" and e["exec"] == "hang")
+    server.send(request("kill", "hang"))
+    ended = server.exited("hang")
+    assert ended["signal"] == 9
+    server.run("next", make_job(ADD_NODE, {"a": 1, "b": 2}))
+    server.exited("next")
+    assert server.result("next")["outputs"] == {"out": 3}
+
+
+def test_an_execution_over_its_memory_limit_is_killed_and_said_so(server):
+    hog = "x = bytearray(200 * 1024 * 1024)\nimport time\ntime.sleep(5)\nreturn [], {}, ''"
+    server.run("hog", probe(hog), memory_limit=64 * 1024 * 1024)
+    ended = server.exited("hog")
+    assert ended["memory_exceeded"] is True
+    assert ended["signal"] == 9
+
+
+def test_usage_is_reported_while_an_execution_runs(server):
+    busy = "import time\nend = time.time() + 1.2\nwhile time.time() < end:\n    pass\nreturn [], {}, ''"
+    server.run("busy", probe(busy))
+    usage = server.read_until(lambda e: e["type"] == "usage" and e["exec"] == "busy")
+    assert usage["rss_bytes"] > 1024 * 1024
+    assert usage["pids"] >= 1
+    server.exited("busy")
+
+
+def test_an_execution_cannot_ptrace_or_signal_every_process(server):
+    code = """
+import ctypes, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+traced = libc.ptrace(16, os.getppid(), 0, 0)  # PTRACE_ATTACH
+trace_errno = ctypes.get_errno()
+try:
+    os.kill(-1, signal.SIGTERM)
+    broadcast = 'sent'
+except OSError as exc:
+    broadcast = exc.errno
+return [], {'ptrace': [traced, trace_errno], 'broadcast': broadcast}, ''
+"""
+    server.run("p", probe(code))
+    server.exited("p")
+    outputs = server.result("p")["outputs"]
+    assert outputs["ptrace"] == [-1, 1]  # EPERM
+    assert outputs["broadcast"] == 1
+    server.run("after", make_job(ADD_NODE, {"a": 1, "b": 1}))
+    server.exited("after")
+    assert server.result("after")["outputs"] == {"out": 2}
+
+
+def test_unknown_requests_end_the_server_with_a_message(server):
+    server.send(b"launch x".ljust(63) + b"\n")
+    assert server.process.wait(timeout=WAIT_S) == 3
+    assert server.process.stderr is not None
+    assert b"unknown request 'launch'" in server.process.stderr.read()

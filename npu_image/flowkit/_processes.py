@@ -5,6 +5,11 @@ descendant of it. A process cannot leave that tree while its leader lives: an or
 is adopted by the nearest subreaper above it, which is the leader at the latest. A
 process that leaves it anyway (the leader died, or gave up being a subreaper, or a
 ``clone(CLONE_PARENT)``) lands with the fork server, which kills it as a stray.
+
+Where the sandbox has no child subreapers (gVisor's older releases refuse
+PR_SET_CHILD_SUBREAPER), orphans land with the fork server at once; the server then runs
+one execution at a time, and counts the orphans it adopted meanwhile as that
+execution's (forkserver.ForkServer.members).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -79,12 +85,20 @@ def signal_quietly(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
-def stop_tree(root: int) -> list[int]:
-    """SIGSTOP ``root`` and all its descendants, walking again until no new process
-    appears (a stopped process forks no more); returns the processes stopped."""
+# Which processes make up an execution, given the process table.
+Members = Callable[[dict[int, ProcessInfo]], list[int]]
+
+
+def tree(root: int) -> Members:
+    return lambda table: descendants(root, table)
+
+
+def stop_all(members: Members) -> list[int]:
+    """SIGSTOP every member, walking again until no new process appears (a stopped
+    process forks no more); returns the processes stopped."""
     stopped: set[int] = set()
     for _ in range(MAX_ROUNDS):
-        fresh = [pid for pid in descendants(root, process_table()) if pid not in stopped]
+        fresh = [pid for pid in members(process_table()) if pid not in stopped]
         if not fresh:
             break
         for pid in fresh:
@@ -93,13 +107,13 @@ def stop_tree(root: int) -> list[int]:
     return sorted(stopped)
 
 
-def continue_tree(root: int) -> None:
-    for pid in descendants(root, process_table()):
+def continue_all(members: Members) -> None:
+    for pid in members(process_table()):
         signal_quietly(pid, signal.SIGCONT)
 
 
-def kill_tree(root: int) -> None:
-    """Kill ``root`` and every process below it. Stopped first, so that nothing forks
-    between the walk and the kill."""
-    for pid in stop_tree(root):
+def kill_all(members: Members) -> None:
+    """Kill every member. Stopped first, so that nothing forks between the walk and
+    the kill."""
+    for pid in stop_all(members):
         signal_quietly(pid, signal.SIGKILL)

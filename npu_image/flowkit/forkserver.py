@@ -91,8 +91,10 @@ class Execution:
 
 
 class ForkServer:
-    def __init__(self, out_fd: int = 1) -> None:
+    def __init__(self, out_fd: int = 1, *, subreapers: bool = True) -> None:
         self.out = out_fd
+        # Whether an execution's leader can adopt its orphans (see _processes).
+        self.subreapers = subreapers
         self.executions: dict[str, Execution] = {}
         self.by_pid: dict[int, Execution] = {}
         # The execution whose process is reading its job from stdin: the server reads
@@ -135,7 +137,7 @@ class ForkServer:
             if not stdin_open:
                 for execution in list(self.executions.values()):
                     if execution.leader_status is None:
-                        _processes.kill_tree(execution.pid)
+                        _processes.kill_all(self.members(execution))
 
     def wait_readable(self, *, listen_stdin: bool) -> list[int]:
         fds = [self._wake_read] + [e.stream for e in self.executions.values() if e.stream_open]
@@ -182,6 +184,11 @@ class ForkServer:
             self.skip_job(job_bytes)
             self.send_event({"type": "refused", "exec": name, "message": "an execution of that name runs"})
             return
+        if self.executions and not self.subreapers:
+            self.skip_job(job_bytes)
+            message = "this sandbox runs one execution of an NPU at a time (no child subreapers)"
+            self.send_event({"type": "refused", "exec": name, "message": message})
+            return
         if not self.executions:
             wipe_shared_places()  # nothing runs: nothing left by an earlier one survives
         stream_read, stream_write = os.pipe2(os.O_CLOEXEC)
@@ -201,7 +208,7 @@ class ForkServer:
             return
         if pid == 0:
             try:
-                become_execution(name, job_bytes, stream_write, self.base_environment)
+                become_execution(name, job_bytes, stream_write, self.base_environment, self.subreapers)
             finally:
                 os._exit(70)
         os.close(stream_write)
@@ -227,15 +234,15 @@ class ForkServer:
         if execution.leader_status is not None:
             return
         if op == "pause" and not execution.paused:
-            _processes.stop_tree(execution.pid)
+            _processes.stop_all(self.members(execution))
             execution.paused = True
             self.send_event({"type": "paused", "exec": execution.name})
         elif op == "resume" and execution.paused:
-            _processes.continue_tree(execution.pid)
+            _processes.continue_all(self.members(execution))
             execution.paused = False
             self.send_event({"type": "resumed", "exec": execution.name})
         elif op == "kill":
-            _processes.kill_tree(execution.pid)
+            _processes.kill_all(self.members(execution))
 
     def skip_job(self, size: int) -> None:
         view = memoryview(self._scratch)
@@ -310,14 +317,28 @@ class ForkServer:
             if execution.leader_status is not None:
                 self.finish(execution)
 
+    def members(self, execution: Execution) -> _processes.Members:
+        """The processes of ``execution``: its leader's tree, and without subreapers
+        (one execution at a time) the orphans the server adopted meanwhile."""
+        if self.subreapers:
+            return _processes.tree(execution.pid)
+
+        def with_adopted(table: dict[int, _processes.ProcessInfo]) -> list[int]:
+            adopted = [pid for pid in _processes.children_of(os.getpid(), table) if pid not in self.by_pid]
+            return [pid for root in (execution.pid, *adopted) for pid in _processes.descendants(root, table)]
+
+        return with_adopted
+
     def kill_strays(self) -> None:
         """Kill the server's children that are not a live execution's leader: processes
         of an execution whose leader has ended (they were adopted by the server)."""
+        if not self.subreapers and any(e.leader_status is None for e in self.executions.values()):
+            return  # adopted orphans of the execution that runs: they are its own
         table = _processes.process_table()
         for pid in _processes.children_of(os.getpid(), table):
             if pid not in self.by_pid:
                 # Stop its subtree first, so that its own children cannot run on.
-                _processes.kill_tree(pid)
+                _processes.kill_all(_processes.tree(pid))
 
     def finish(self, execution: Execution) -> None:
         deadline = time.monotonic() + CLEANUP_DEADLINE_S
@@ -362,13 +383,13 @@ class ForkServer:
         for execution in self.executions.values():
             if execution.leader_status is not None:
                 continue
-            pids = _processes.descendants(execution.pid, table)
+            pids = self.members(execution)(table)
             rss = sum(_processes.resident_bytes(pid) for pid in pids)
             execution.peak_rss = max(execution.peak_rss, rss)
             ticks = sum(table[pid].cpu_ticks for pid in pids if pid in table)
             if execution.memory_limit and rss > execution.memory_limit and not execution.memory_exceeded:
                 execution.memory_exceeded = True
-                _processes.kill_tree(execution.pid)
+                _processes.kill_all(self.members(execution))
             self.send_event(
                 {
                     "type": "usage",
@@ -390,7 +411,9 @@ class ForkServer:
 # --- the execution's side of the fork ---------------------------------------------------
 
 
-def become_execution(name: str, job_bytes: int, stream: int, environment: dict[str, str]) -> NoReturn:
+def become_execution(
+    name: str, job_bytes: int, stream: int, environment: dict[str, str], subreapers: bool
+) -> NoReturn:
     """In the forked process: leave the server behind, read the job, run the node."""
     from . import runtime
 
@@ -410,7 +433,7 @@ def become_execution(name: str, job_bytes: int, stream: int, environment: dict[s
     # The job first: the server reads no further request until this execution's first frame.
     job = ForkServer.read_exactly(0, job_bytes)
     try:
-        isolate(name, environment)
+        isolate(name, environment, subreapers)
     except Exception as exc:  # noqa: BLE001 - reported as the execution's error
         message = f"the NPU could not isolate the execution: {exc}"
         channel.emit_final(
@@ -420,12 +443,12 @@ def become_execution(name: str, job_bytes: int, stream: int, environment: dict[s
     runtime.serve(channel, lambda: job)
 
 
-def isolate(name: str, environment: dict[str, str]) -> None:
+def isolate(name: str, environment: dict[str, str], subreapers: bool) -> None:
     """What sets this execution apart from every other one in the NPU."""
     libc = ctypes.CDLL(None, use_errno=True)
     # Orphans of the node's processes come to this process, not to the server: the
     # execution's processes stay one tree, which pause and kill walk.
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if subreapers and libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "PR_SET_CHILD_SUBREAPER refused")
     with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as adj:
         adj.write("1000")  # under memory pressure the kernel takes an execution, never the server
@@ -542,6 +565,17 @@ def remove_ipc_objects() -> None:
                 getattr(libc, remover)(int(fields[1]), IPC_RMID, None)
 
 
+def children_may_be_subreapers() -> bool:
+    """Whether a process other than the first may become a child subreaper: gVisor's
+    older releases accept it of PID 1 only."""
+    pid = os.fork()
+    if pid == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        os._exit(0 if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
 def main() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     # Non-dumpable, and so is every process forked from it: /proc/<pid>/mem, environ
@@ -549,6 +583,9 @@ def main() -> None:
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     # As PID 1 it adopts every orphan anyway; elsewhere (tests) this makes it so.
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    subreapers = children_may_be_subreapers()
+    if not in_npu() and os.environ.get("FLOWKIT_SUBREAPERS") == "0":
+        subreapers = False  # the runtime's own tests of that mode, outside a sandbox
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
     # What every node imports, loaded once: each execution's fork has it already.
@@ -559,7 +596,7 @@ def main() -> None:
     with contextlib.suppress(OSError):
         os.chdir("/")
     try:
-        ForkServer().serve()
+        ForkServer(subreapers=subreapers).serve()
     except ServerBroken as exc:
         print(f"flowkit fork server: {exc}", file=sys.stderr, flush=True)
         os._exit(3)

@@ -16,6 +16,8 @@ ROLE_LABEL = "flowkit.role"
 ROLE_NPU = "npu"
 # On NPUs started ahead of their node by the warm pool; the value names their profile.
 POOL_LABEL = "flowkit.pool"
+# On NPUs started for one node of one pipeline (node_runner.dedicated_npus).
+DEDICATED_LABEL = "flowkit.dedicated"
 # Largest file a node may write (in /tmp, the only writable place): the tmpfs size
 # caps the total, this caps each file so a single write fails early and clearly.
 MAX_FILE_BYTES = 256 * 1024 * 1024

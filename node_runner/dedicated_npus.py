@@ -35,7 +35,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
-from node_runner.container_spec import npu_container_options
+from node_runner.container_spec import DEDICATED_LABEL, npu_container_options
 from node_runner.limits import NodeLimits
 from node_runner.npu_connection import NpuConnection
 from node_runner.npu_execution import ensure_npu_network
@@ -44,7 +44,6 @@ from node_runner.warm_pool import PoolProfile, current_pool
 
 log = logging.getLogger(__name__)
 
-DEDICATED_LABEL = "flowkit.dedicated"
 # How often a process looks after its dedicated NPUs (idle ones, deleted pipelines,
 # the table's counters).
 TIDY_EVERY_S = 5.0

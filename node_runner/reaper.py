@@ -7,27 +7,46 @@ from typing import Any
 
 import docker.errors
 
-from node_runner.container_spec import POOL_LABEL, ROLE_LABEL, ROLE_NPU
+from node_runner.container_spec import DEDICATED_LABEL, POOL_LABEL, ROLE_LABEL, ROLE_NPU
 from node_runner.docker_engine import engine
 
 
 def reap_worker_containers(
-    worker: str, created_before: float | None = None, *, pooled_only: bool = False
+    worker: str, created_before: float | None = None, *, kept_only: bool = False
 ) -> list[str]:
     """Remove the NPUs ``worker`` started (on this engine), running or not: the worker
     is lost, or this is its new life and they belong to the old one, or (with
-    ``pooled_only``) it shut down and its pool's waiting NPUs are left. With
-    ``created_before`` (a Unix time), only those created before it."""
+    ``kept_only``) it shut down and the NPUs its processes keep — waiting in their
+    pools, or dedicated to a node (a process killed without closing them) — are left.
+    With ``created_before`` (a Unix time), only those created before it."""
     removed: list[str] = []
-    labels = [f"{ROLE_LABEL}={ROLE_NPU}", f"flowkit.worker={worker}", *([POOL_LABEL] if pooled_only else [])]
-    filters = {"label": labels}
-    for container in engine().containers.list(all=True, sparse=True, filters=filters):
-        # The engine gives whole seconds: a container of the same second is spared.
-        if created_before is not None and int(container.attrs.get("Created", 0)) >= int(created_before):
-            continue
-        if remove_container(container):
-            removed.append(container.short_id)
+    base = [f"{ROLE_LABEL}={ROLE_NPU}", f"flowkit.worker={worker}"]
+    # (A pooled NPU adopted by a node keeps its pool label.)
+    selections = [[*base, POOL_LABEL], [*base, DEDICATED_LABEL]] if kept_only else [base]
+    for labels in selections:
+        for container in engine().containers.list(all=True, sparse=True, filters={"label": labels}):
+            # The engine gives whole seconds: a container of the same second is spared.
+            if created_before is not None and int(container.attrs.get("Created", 0)) >= int(created_before):
+                continue
+            if remove_container(container):
+                removed.append(container.short_id)
+    forget_dedicated(worker=worker, created_before=created_before)
     return removed
+
+
+def forget_dedicated(*, worker: str | None = None, container_ids: list[str] | None = None,
+                     created_before: float | None = None) -> None:  # fmt: skip
+    """Delete the DedicatedNpu rows of NPUs that are gone (node_runner.dedicated_npus)."""
+    from node_runner.models import DedicatedNpu
+
+    rows = DedicatedNpu.objects.all()
+    if worker is not None:
+        rows = rows.filter(worker=worker)
+    if container_ids is not None:
+        rows = rows.filter(container_id__in=container_ids)
+    if created_before is not None:
+        rows = rows.filter(started_at__lt=datetime.fromtimestamp(created_before, UTC))
+    rows.delete()
 
 
 def reap_exited(worker: str, older_than_s: float = 30.0) -> list[str]:

@@ -350,6 +350,6 @@ def _remove_leftovers(sender: Any = None, **kwargs: Any) -> None:
     name = getattr(sender, "hostname", None)
     if name and settings.FLOWKIT_NPU_POOL_MAX > 0:
         with contextlib.suppress(Exception):
-            removed = reap_worker_containers(name, pooled_only=True)
+            removed = reap_worker_containers(name, kept_only=True)
             if removed:
-                log.info("removed %d pooled NPUs left by %s's processes", removed, name)
+                log.info("removed %d pooled or dedicated NPUs left by %s's processes", len(removed), name)

@@ -37,6 +37,8 @@ MIB = 1024 * 1024
 CONTROL_POLL_S = 0.2
 # How long a killed execution may take to be cleaned up before its NPU is replaced.
 KILL_GRACE_S = 5.0
+# How long the runner waits, after an execution answered, for its end to be reported.
+END_WAIT_S = 1.0
 # Returns what the run wants of its running nodes: "run", "pause" or "cancel" ("unknown"
 # while the database cannot say: nothing changes).
 RunControl = Callable[[], str]
@@ -56,6 +58,9 @@ class NpuObserver(Protocol):
     def tick(self) -> None:
         """Called a few times a second on the runner's thread, for batched writes."""
 
+    def ended(self, cpu_s: float, peak_memory_bytes: int) -> None:
+        """The execution's processes are gone: their CPU time and peak memory in all."""
+
 
 class _Unobserved:
     def started(self, container_id: str, image: str, runtime: str) -> None:
@@ -68,6 +73,9 @@ class _Unobserved:
         pass
 
     def tick(self) -> None:
+        pass
+
+    def ended(self, cpu_s: float, peak_memory_bytes: int) -> None:
         pass
 
 
@@ -301,6 +309,7 @@ def _drive(
             execution, clock, _Controller(execution, clock, control), limits, outcome, observer
         )
         if answered:
+            _await_end(execution)
             _account_for_oom(execution, limits, outcome)
     except NodeTimedOut:
         outcome.error = NodeError(
@@ -321,6 +330,9 @@ def _drive(
         healthy = False
     finally:
         outcome.duration_s = time.monotonic() - started
+    ended = execution.exited if execution is not None else None
+    if ended is not None and ended.get("type") == "exited":
+        observer.ended(float(ended.get("cpu_s") or 0.0), int(ended.get("peak_rss_bytes") or 0))
     if outcome.error is not None and outcome.error.error_type == "OutOfMemory":
         healthy = False  # the kernel chose what to kill: start the next execution afresh
     return outcome, healthy and connection.alive
@@ -386,11 +398,27 @@ def _read_events(
             return False
 
 
+def _await_end(execution: ExecutionChannel) -> None:
+    """After its answer, wait for the server to report the execution's end (its
+    processes killed, its files gone: milliseconds), for its figures in all and its
+    count of OOM kills. An NPU that does not say so in time is not waited for."""
+    deadline = time.monotonic() + END_WAIT_S
+    while execution.exited is None and (left := deadline - time.monotonic()) > 0:
+        try:
+            kind, _ = execution.items.get(timeout=left)
+        except queue.Empty:
+            return
+        if kind == "gone":
+            return
+
+
 def _account_for_oom(execution: ExecutionChannel, limits: NodeLimits, outcome: NpuOutcome) -> None:
     """A node whose child processes the OOM killer took is reported as such even though
-    its runtime survived to answer: the NPU's count of OOM kills rose during it."""
+    its runtime survived to answer: the NPU's count of OOM kills rose during it (as the
+    server counted it at the execution's end, or else as the runtime did)."""
     before = (execution.spawned or {}).get("oom_kills")
-    rose = type(before) is int and type(outcome.oom_kills) is int and outcome.oom_kills > before
+    after = (execution.exited or {}).get("oom_kills", outcome.oom_kills)
+    rose = type(before) is int and type(after) is int and after > before
     if rose and (outcome.error is None or outcome.error.error_type == "NpuCrashed"):
         outcome.error = _out_of_memory(limits)
 

@@ -111,6 +111,15 @@ class NodeTrace:
         if time.monotonic() >= self._next_flush:
             self.flush()
 
+    def ended(self, cpu_s: float, peak_memory_bytes: int) -> None:
+        # Measured by the NPU's fork server over the whole execution: the peak between
+        # two samples, and a figure for an execution too short to be sampled at all.
+        with self._lock:
+            self._peak("memory_bytes_max", peak_memory_bytes or None)
+            seconds = (timezone.now() - self._started_at).total_seconds()
+            if self._peaks.get("cpu_percent_max") is None and seconds > 0:
+                self._peak("cpu_percent_max", round(cpu_s / seconds * 100.0, 2))
+
     # ------------------------------------------------------------------------------
 
     def finish(self, result: dict[str, Any]) -> None:

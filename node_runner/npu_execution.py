@@ -447,7 +447,8 @@ def _account_for_npu_death(connection: NpuConnection, limits: NodeLimits, outcom
     """The whole NPU ended under the execution: the engine says whether for memory."""
     container = connection.container
     try:
-        outcome.exit_code = int(container.wait(timeout=10).get("StatusCode", -1))
+        # A connection may break with its container still up: not worth a long wait.
+        outcome.exit_code = int(container.wait(timeout=3).get("StatusCode", -1))
         container.reload()
         oom_killed = bool(container.attrs["State"].get("OOMKilled"))
     except Exception:

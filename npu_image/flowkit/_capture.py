@@ -1,6 +1,6 @@
 """Turn whatever user code writes to stdout/stderr into log events.
 
-File descriptors 1 and 2 become pipes read by two threads. That covers ``print``,
+File descriptors 1 and 2 become pipes read by one thread. That covers ``print``,
 ``os.write(1, ...)`` and child processes alike, and binary junk is decoded with
 replacement characters instead of breaking the protocol.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import sys
 import threading
-import time
 from collections.abc import Callable
 
 from ._budget import LogBudget
@@ -21,23 +21,33 @@ _CHUNK = 64 * 1024
 _LEVELS = {"stdout": "info", "stderr": "warning"}
 
 
+class _Stream:
+    """What one captured stream has read of its current line."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pending = b""
+        self.skipping_long_line = False
+
+
 class OutputCapture:
     def __init__(self, channel: Channel, budget: LogBudget, on_flood: Callable[[], None]) -> None:
         self._channel = channel
         self._budget = budget
         self._on_flood = on_flood
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        for fd, stream in ((1, "stdout"), (2, "stderr")):
+        streams: dict[int, _Stream] = {}
+        for fd, name in ((1, "stdout"), (2, "stderr")):
             read_end, write_end = os.pipe()
             os.dup2(write_end, fd)
             os.close(write_end)
-            thread = threading.Thread(
-                target=self._pump, args=(read_end, stream), name=f"capture-{stream}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+            streams[read_end] = _Stream(name)
+        # One thread for both: starting a thread is the dearest part of starting an
+        # execution after the fork itself.
+        self._thread = threading.Thread(target=self._pump, args=(streams,), name="capture", daemon=True)
+        self._thread.start()
 
     def stop(self, grace_s: float = 2.0) -> None:
         for stream in (sys.stdout, sys.stderr):
@@ -47,42 +57,51 @@ class OutputCapture:
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         os.close(devnull)
-        # A child process the node left behind may still hold the pipe open; do not
-        # wait for it past the grace period (one period in all, not one per stream).
-        deadline = time.monotonic() + grace_s
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        # A child process the node left behind may still hold a pipe open; do not
+        # wait for it past the grace period.
+        if self._thread is not None:
+            self._thread.join(grace_s)
 
-    def _pump(self, fd: int, stream: str) -> None:
-        pending = b""
-        skipping_long_line = False
-        max_line = self._budget.max_line_bytes
-        while True:
+    def _pump(self, streams: dict[int, _Stream]) -> None:
+        while streams:
             try:
-                chunk = os.read(fd, _CHUNK)
-            except OSError:
-                break
-            if not chunk:
-                break
-            if not self._budget.count_raw(len(chunk)):
-                self._on_flood()
+                readable, _, _ = select.select(list(streams), [], [])
+            except (OSError, ValueError):
                 return
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if skipping_long_line:
-                    skipping_long_line = False
+            for fd in readable:
+                try:
+                    chunk = os.read(fd, _CHUNK)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    self._finish(streams.pop(fd))
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
                     continue
-                # A long line can arrive whole in one read; cap it here too.
-                self._emit(stream, line[:max_line], truncated=len(line) > max_line)
-            if len(pending) > max_line:
-                if not skipping_long_line:
-                    self._emit(stream, pending[:max_line], truncated=True)
-                skipping_long_line = True
-                pending = b""
-        if pending and not skipping_long_line:
-            self._emit(stream, pending, truncated=False)
-        os.close(fd)
+                if not self._budget.count_raw(len(chunk)):
+                    self._on_flood()
+                    return
+                self._feed(streams[fd], chunk)
+
+    def _feed(self, stream: _Stream, chunk: bytes) -> None:
+        max_line = self._budget.max_line_bytes
+        stream.pending += chunk
+        *lines, stream.pending = stream.pending.split(b"\n")
+        for line in lines:
+            if stream.skipping_long_line:
+                stream.skipping_long_line = False
+                continue
+            # A long line can arrive whole in one read; cap it here too.
+            self._emit(stream.name, line[:max_line], truncated=len(line) > max_line)
+        if len(stream.pending) > max_line:
+            if not stream.skipping_long_line:
+                self._emit(stream.name, stream.pending[:max_line], truncated=True)
+            stream.skipping_long_line = True
+            stream.pending = b""
+
+    def _finish(self, stream: _Stream) -> None:
+        if stream.pending and not stream.skipping_long_line:
+            self._emit(stream.name, stream.pending, truncated=False)
 
     def _emit(self, stream: str, line: bytes, truncated: bool) -> None:
         if not self._budget.admit(len(line)):

@@ -15,6 +15,7 @@ import ctypes
 import errno
 import platform
 import struct
+from typing import Any
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
@@ -78,9 +79,23 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
+_libc: Any = None
+_program: bytes | None = None
+
+
+def prepare() -> None:
+    """Load libc and build the program ahead (the fork server, once): each execution's
+    ``install`` is then two system calls."""
+    global _libc, _program
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _program = filter_program(platform.machine())
+
+
 def install() -> None:
-    program = filter_program(platform.machine())
-    libc = ctypes.CDLL(None, use_errno=True)
+    if _libc is None or _program is None:
+        prepare()
+    libc, program = _libc, _program
+    assert program is not None
     buffer = ctypes.create_string_buffer(program, len(program))
     prog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:

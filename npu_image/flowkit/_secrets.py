@@ -13,6 +13,8 @@ import re
 
 # Keep in step with secret_manager/references.py (a unit test compares the two).
 REFERENCE = re.compile(r"<<<secret::([A-Za-z_][A-Za-z0-9_]{0,127})>>>")
+# Code without it holds no reference (in any string or bytes literal) to substitute.
+REFERENCE_MARK = "<<<secret::"
 
 
 class SecretNotDefined(Exception):
@@ -30,9 +32,9 @@ class _Substitute(ast.NodeTransformer):
         return self._secrets[name]
 
     def visit_Constant(self, node: ast.Constant) -> ast.Constant:
-        if isinstance(node.value, str) and "<<<secret::" in node.value:
+        if isinstance(node.value, str) and REFERENCE_MARK in node.value:
             node.value = REFERENCE.sub(self._value, node.value)
-        elif isinstance(node.value, bytes) and b"<<<secret::" in node.value:
+        elif isinstance(node.value, bytes) and REFERENCE_MARK.encode() in node.value:
             text = node.value.decode("utf-8", "surrogateescape")
             node.value = REFERENCE.sub(self._value, text).encode("utf-8", "surrogateescape")
         return node

@@ -32,6 +32,7 @@ of the node finds nothing of the previous one.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import ctypes
 import errno
@@ -68,6 +69,7 @@ NPU_SCRATCH = "/tmp"  # noqa: S108 - inside the NPU
 NPU_SHARED_PLACES = ("/dev/shm", "/dev/mqueue")  # noqa: S108 - inside the NPU
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
+_LIBC: Any = ctypes.CDLL(None, use_errno=True)
 OOM_COUNTERS = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
 
 
@@ -95,6 +97,8 @@ class ForkServer:
         self.out = out_fd
         # Whether an execution's leader can adopt its orphans (see _processes).
         self.subreapers = subreapers
+        # An NPU without network has only its loopback: nothing to count per execution.
+        self.networked = network_bytes() != (None, None)
         self.executions: dict[str, Execution] = {}
         self.by_pid: dict[int, Execution] = {}
         # The execution whose process is reading its job from stdin: the server reads
@@ -189,8 +193,6 @@ class ForkServer:
             message = "this sandbox runs one execution of an NPU at a time (no child subreapers)"
             self.send_event({"type": "refused", "exec": name, "message": message})
             return
-        if not self.executions:
-            wipe_shared_places()  # nothing runs: nothing left by an earlier one survives
         stream_read, stream_write = os.pipe2(os.O_CLOEXEC)
         try:
             pid = os.fork()
@@ -218,7 +220,7 @@ class ForkServer:
         self.executions[name] = execution
         self.by_pid[pid] = execution
         self.reading_job = execution
-        rx, tx = network_bytes()
+        rx, tx = network_bytes() if self.networked else (None, None)
         self.send_event(
             {
                 "type": "spawned",
@@ -379,7 +381,7 @@ class ForkServer:
             return
         self.next_usage = now + USAGE_EVERY_S
         table = _processes.process_table()
-        rx, tx = network_bytes()
+        rx, tx = network_bytes() if self.networked else (None, None)
         for execution in self.executions.values():
             if execution.leader_status is not None:
                 continue
@@ -445,7 +447,7 @@ def become_execution(
 
 def isolate(name: str, environment: dict[str, str], subreapers: bool) -> None:
     """What sets this execution apart from every other one in the NPU."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _LIBC
     # Orphans of the node's processes come to this process, not to the server: the
     # execution's processes stay one tree, which pause and kill walk.
     if subreapers and libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
@@ -547,7 +549,6 @@ SYSV_IPC = (("/proc/sysvipc/shm", "shmctl"), ("/proc/sysvipc/sem", "semctl"), ("
 
 
 def remove_ipc_objects() -> None:
-    libc: Any = None
     for listing, remover in SYSV_IPC:
         try:
             with open(listing, encoding="ascii") as handle:
@@ -558,11 +559,31 @@ def remove_ipc_objects() -> None:
             fields = row.split()
             if len(fields) < 2:
                 continue
-            libc = libc or ctypes.CDLL(None, use_errno=True)
             if remover == "semctl":
-                getattr(libc, remover)(int(fields[1]), 0, IPC_RMID)
+                getattr(_LIBC, remover)(int(fields[1]), 0, IPC_RMID)
             else:
-                getattr(libc, remover)(int(fields[1]), IPC_RMID, None)
+                getattr(_LIBC, remover)(int(fields[1]), IPC_RMID, None)
+
+
+def warm_up() -> None:
+    """What each execution does once before its node's code, done in the server so that
+    every fork starts with it done: the seccomp program built, the compiler warm."""
+    _seccomp.prepare()
+    tree = ast.parse(WARM_UP, "<warm-up>")
+    compile(tree, "<warm-up>", "exec")
+    json.loads(json.dumps({"warm": [1, 2.5, "up", None, True]}))
+
+
+# A node's usual shape, parsed and compiled once by the server.
+WARM_UP = """
+from flowkit.node import Node
+node = Node()
+async def main():
+    inputs = node.get_inputs()
+    return [], {"out": [f"{k}={v!r}" for k, v in inputs.items()]}, "ok"
+node.register_main(main)
+node.run()
+"""
 
 
 def children_may_be_subreapers() -> bool:
@@ -570,14 +591,13 @@ def children_may_be_subreapers() -> bool:
     older releases accept it of PID 1 only."""
     pid = os.fork()
     if pid == 0:
-        libc = ctypes.CDLL(None, use_errno=True)
-        os._exit(0 if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 else 1)
+        os._exit(0 if _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 else 1)
     _, status = os.waitpid(pid, 0)
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def main() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _LIBC
     # Non-dumpable, and so is every process forked from it: /proc/<pid>/mem, environ
     # and ptrace are refused to the other processes of the NPU.
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
@@ -591,6 +611,7 @@ def main() -> None:
     # What every node imports, loaded once: each execution's fork has it already.
     from . import log, node, runtime  # noqa: F401
 
+    warm_up()
     if not in_npu() and not os.path.isdir(os.environ.get("FLOWKIT_SCRATCH_DIR", "")):
         sys.exit("outside an NPU the fork server needs FLOWKIT_SCRATCH_DIR, a directory of its own to wipe")
     with contextlib.suppress(OSError):

@@ -43,7 +43,7 @@ from ._budget import LogBudget
 from ._capture import OutputCapture
 from ._channel import Channel
 from ._result import NodeResultError
-from ._secrets import SecretNotDefined, substitute_secrets
+from ._secrets import REFERENCE_MARK, SecretNotDefined, substitute_secrets
 
 MAX_JOB_BYTES = 256 * 1024 * 1024
 
@@ -169,9 +169,15 @@ def _execute(job: _job.Job) -> dict[str, Any]:
     # Tracebacks show the source as written (with references, never values).
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     try:
-        tree = substitute_secrets(ast.parse(code, filename), secrets)
-        del secrets
-        compiled = compile(tree, filename, "exec")
+        if REFERENCE_MARK in code:
+            tree = substitute_secrets(ast.parse(code, filename), secrets)
+            del secrets
+            compiled = compile(tree, filename, "exec")
+        else:
+            # Nothing the runner could have resolved: straight from the source, a tenth
+            # of a millisecond sooner than through the syntax tree. (A reference spelt
+            # with escapes stays the text it is, as one built at run time does.)
+            compiled = compile(code, filename, "exec")
         module = types.ModuleType("__main__")
         module.__dict__["__builtins__"] = builtins
         sys.modules["__main__"] = module

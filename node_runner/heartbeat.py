@@ -38,10 +38,9 @@ from kombu.exceptions import ChannelError
 
 from control_unit.run_actions import do_fail_stranded_attempts, do_redispatch_overdue
 from control_unit.worker_wait import do_note_waiting_nodes
-from node_runner.container_spec import ROLE_LABEL, ROLE_NPU
-from node_runner.docker_engine import engine
+from node_runner.npu_inventory import running_npus
 from node_runner.reaper import reap_exited, reap_worker_containers
-from trace_monitor.models import NodeExecution, WorkerStatus
+from trace_monitor.models import WorkerStatus
 from trace_monitor.node_trace import end_lost_executions
 from trace_monitor.resource_monitor import HostLoad, WorkerPool, mark_lost_workers, record_heartbeat
 from trace_monitor.retention import prune_traces, take_prune_turn
@@ -111,35 +110,6 @@ def host_load(network: NetworkRate) -> HostLoad:
         net_rx_bytes_per_s=received,
         net_tx_bytes_per_s=sent,
     )
-
-
-def running_npus(worker: str) -> list[dict[str, Any]]:
-    """The NPUs this worker started that are running or paused now: each with the
-    node it runs, or none for a warm one waiting in the pool."""
-    filters = {"label": [f"{ROLE_LABEL}={ROLE_NPU}", f"flowkit.worker={worker}"]}
-    npus = []
-    for container in engine().containers.list(sparse=True, filters=filters):
-        labels = container.attrs.get("Labels") or {}
-        npus.append(
-            {
-                "container_id": container.id,
-                "state": container.attrs.get("State", ""),
-                "run_id": labels.get("flowkit.run"),
-                "node_id": labels.get("flowkit.node"),
-                "attempt": int(labels.get("flowkit.attempt") or 0),
-            }
-        )
-    # A pooled NPU was labelled before its node was known: its trace names the node.
-    pooled = {npu["container_id"]: npu for npu in npus if npu["run_id"] is None}
-    executions = NodeExecution.objects.filter(container_id__in=list(pooled), outcome="running")
-    for container_id, run_id, node_id, attempt in executions.values_list(
-        "container_id", "run_id", "node_id", "attempt"
-    ):
-        pooled[container_id].update(run_id=str(run_id), node_id=node_id, attempt=attempt)
-    for npu in pooled.values():
-        if npu["run_id"] is None:
-            npu["state"] = "warm"
-    return npus
 
 
 def recover_lost_workers() -> None:

@@ -181,6 +181,7 @@ class NpuConnection:
         channel.items.put(("server", event))
         if event["type"] in ("exited", "refused"):
             channel.exited = event
+            self.last_used = time.monotonic()  # idle from the end of its last execution
             with self._exited:
                 del self._channels[channel.name]
                 self._exited.notify_all()

@@ -64,6 +64,8 @@ def reap_exited(worker: str, older_than_s: float = 30.0) -> list[str]:
             continue
         if remove_container(container):
             removed.append(container.short_id)
+            # A dedicated NPU whose fork server died with its worker process still alive.
+            forget_dedicated(container_ids=[str(container.id)])
     return removed
 
 
@@ -74,24 +76,6 @@ def _parse_docker_time(text: str) -> datetime | None:
         return datetime.fromisoformat(f"{head}.{(fraction + '000000')[:6]}+00:00")
     except ValueError:
         return None
-
-
-def reap_npu_containers(*, include_running: bool = False) -> list[str]:
-    """Remove stopped NPU containers (and running ones too with include_running).
-
-    Running ones are only safe to remove when no worker on this engine is alive,
-    e.g. at worker start-up after a crash.
-    """
-    removed: list[str] = []
-    # sparse: the listing's own state, without an inspect per container that would
-    # race with runners removing their containers right now.
-    npus = engine().containers.list(all=True, sparse=True, filters={"label": f"{ROLE_LABEL}={ROLE_NPU}"})
-    for container in npus:
-        if container.status in ("running", "paused") and not include_running:
-            continue
-        if remove_container(container):
-            removed.append(container.short_id)
-    return removed
 
 
 def remove_container(container: Any) -> bool:

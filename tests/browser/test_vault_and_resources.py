@@ -9,6 +9,7 @@ from playwright.sync_api import Page, expect
 
 from control_unit.models import Run
 from control_unit.pipeline_actions import do_create_pipeline
+from control_unit.run_actions import do_start_run
 from tests.browser.conftest import log_in, make_user
 from tests.browser.runs import chain, create_pipeline, graph_node, node_code, node_panel, start_run
 from tests.integration.conftest import wait_for_run
@@ -198,13 +199,46 @@ def test_the_resource_monitor_lists_the_worker_and_its_npus(editor_page: Page, c
         "end = time.time() + 20\nwhile time.time() < end:\n    pass\nreturn [], {'out': 1}, 'burnt'"
     )
     start_run(page, create_pipeline(page, "burner", chain(["burn"], {"burn": busy})), {"in": 0})
-    npu_row = card.locator("tr[data-npu]", has_text="burn")
+    # The node runs in its dedicated NPU, listed with its pipeline and node.
+    npu_row = card.locator('tr[data-kind="dedicated"]', has_text="burn")
     expect(npu_row).to_be_visible(timeout=60_000)
-    expect(npu_row.locator("td").nth(3)).to_contain_text("%", timeout=30_000)  # a live CPU sample
+    expect(npu_row.get_by_test_id("npu-pipeline")).to_have_text("burner")
+    expect(npu_row.get_by_test_id("npu-idle")).to_contain_text("running: run ")
+    expect(npu_row.get_by_test_id("npu-cpu")).to_contain_text("%", timeout=30_000)  # a live CPU sample
 
     # From the NPU to its run's monitor, where the node's CPU chart fills live.
-    npu_row.get_by_role("link").click()
+    npu_row.get_by_role("link", name=re.compile(r"^run ")).click()
     expect(page).to_have_url(re.compile(r"/app/runs/[0-9a-f-]+$"))
     page.locator('.react-flow__node[data-id="burn"]').click()
     expect(node_panel(page).get_by_role("img", name=re.compile(r"^CPU over"))).to_be_visible(timeout=30_000)
     expect(node_panel(page).get_by_role("img", name=re.compile(r"^Memory"))).to_be_visible()
+
+
+def test_the_resource_monitor_lists_each_nodes_dedicated_npu_at_1024_px(editor_page: Page, celery_worker):
+    page = editor_page
+    page.set_viewport_size({"width": 1024, "height": 768})
+    name = "a pipeline with a rather long name, to see that the table still fits"
+    quick = node_code("return [], {'out': 1}, 'done'")
+    pipeline = do_create_pipeline(name, chain(["quick"], {"quick": quick}))
+    version = pipeline.latest_version()
+    assert version is not None
+    run = wait_for_run(do_start_run(version, {"in": 0}))
+    assert run.state == "succeeded"
+
+    page.goto("/app/resources")
+    card = page.locator(f'[data-worker="{celery_worker.name}"]')
+    table = card.get_by_role("table", name=f"Dedicated NPUs of {celery_worker.name}")
+    row = table.locator("tr[data-npu]", has_text=name[:20])
+    expect(row).to_be_visible(timeout=30_000)
+    expect(row.get_by_test_id("npu-node")).to_have_text("quick")
+    # Counted by its worker process every few seconds, then sent with a heartbeat.
+    expect(row.get_by_test_id("npu-executions")).to_have_text("1", timeout=30_000)
+    expect(row.get_by_test_id("npu-idle")).to_contain_text(re.compile(r"\(idle \d+ (s|min)\)$"))
+    expect(row.get_by_test_id("npu-memory")).to_have_text(re.compile(r" MiB of 256 MiB$"))
+    # Readable at 1024 px: nothing of the card is cut off or scrolls sideways.
+    assert card.evaluate("card => card.scrollWidth <= card.clientWidth")
+    assert table.evaluate("table => table.getBoundingClientRect().right <= window.innerWidth")
+
+    # The pipeline leads to its editor.
+    row.get_by_test_id("npu-pipeline").get_by_role("link").click()
+    expect(page).to_have_url(re.compile(rf"/app/pipelines/{pipeline.id}$"))

@@ -70,8 +70,11 @@ class Harness:
             take_pooled=self.take_pooled,
             remove=lambda connection: self.removed.append(connection.id),
             clock=lambda: self.time,
-            connect=lambda ready: FakeConnection(ready, now=lambda: self.time),
+            connect=self.connect,
         )
+
+    def connect(self, ready: Any) -> Any:
+        return FakeConnection(ready, now=lambda: self.time)
 
     def launch(self, key: NodeKey) -> Any:
         self.started += 1

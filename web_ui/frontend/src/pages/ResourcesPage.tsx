@@ -1,6 +1,8 @@
 // The resource monitor: every worker with its host's CPU, memory and network, and the
-// NPUs it drives with their CPU, memory, network and pids, live from /ws/monitor/. A dropped
-// connection is retried with backoff; each connection starts with a fresh snapshot.
+// NPUs it drives with their CPU, memory, network and pids, live from /ws/monitor/: its
+// dedicated NPUs labelled with their pipeline and node (executions served, idle since,
+// memory), then its warm and single-use ones. A dropped connection is retried with
+// backoff; each connection starts with a fresh snapshot.
 // Each worker shows what it offers (capabilities), its pool and the queue depth it
 // sees, the autoscaler's recent decisions, and, for admins, a Drain button.
 
@@ -10,14 +12,18 @@ import { api, messageOf } from "../api";
 import { formatBytes, formatPercent } from "../monitor/LineChart";
 import { retryDelayMs } from "../monitor/useRunStream";
 import {
+  idleText,
   initialResourceState,
+  npuExecutions,
   npuKey,
+  npusByKind,
   poolText,
   recentScaling,
   resourceReducer,
   scalingLine,
   sortedWorkers,
   type MonitorFrame,
+  type Npu,
   type ResourceState,
   type Worker,
 } from "../resources/resourceState";
@@ -100,6 +106,200 @@ function Scaling({ worker }: { worker: Worker }) {
   );
 }
 
+function MemoryText({ used, limit }: { used: number | null | undefined; limit: number | null | undefined }) {
+  if (used == null) return <>–</>;
+  return (
+    <>
+      {formatBytes(used)}
+      {limit ? ` of ${formatBytes(limit)}` : ""}
+    </>
+  );
+}
+
+function ExecutionLinks({ npu }: { npu: Npu }) {
+  return (
+    <>
+      {npuExecutions(npu).map((execution, index) => (
+        <span key={`${execution.run_id}/${execution.attempt}`}>
+          {index ? ", " : ""}
+          <Link to={`/app/runs/${execution.run_id}`}>
+            run {execution.run_id.slice(0, 8)}
+            {execution.attempt > 1 ? ` #${execution.attempt}` : ""}
+          </Link>
+        </span>
+      ))}
+    </>
+  );
+}
+
+/** Each dedicated NPU of the worker, labelled with its pipeline (linked to its editor)
+ * and node; rows of one pipeline stay together. */
+function DedicatedNpus({
+  worker,
+  npus,
+  latest,
+}: {
+  worker: Worker;
+  npus: Npu[];
+  latest: ResourceState["latest"];
+}) {
+  const now = Date.parse(worker.last_seen);
+  return (
+    <table className="fk-table fk-compact fk-npus" aria-label={`Dedicated NPUs of ${worker.name}`}>
+      <thead>
+        <tr>
+          <th>Pipeline</th>
+          <th>Node</th>
+          <th>Container</th>
+          <th>Executions</th>
+          <th>Idle since</th>
+          <th>CPU</th>
+          <th>Memory</th>
+        </tr>
+      </thead>
+      <tbody>
+        {npus.map((npu) => {
+          const executing = npuExecutions(npu);
+          const first = executing[0];
+          const sample = first ? latest[npuKey(first.run_id, first.node_id, first.attempt)] : undefined;
+          return (
+            <tr key={npu.container_id} data-npu={npu.container_id} data-kind="dedicated">
+              <td className="fk-npu-pipeline" data-testid="npu-pipeline">
+                {npu.pipeline_id ? (
+                  <Link to={`/app/pipelines/${npu.pipeline_id}`} title={npu.pipeline_name ?? undefined}>
+                    {npu.pipeline_name ?? npu.pipeline_id.slice(0, 8)}
+                  </Link>
+                ) : (
+                  "–"
+                )}
+              </td>
+              <td data-testid="npu-node">{npu.node_id ?? "–"}</td>
+              <td>
+                <code>{npu.container_id.slice(0, 12)}</code>
+              </td>
+              <td data-testid="npu-executions">{npu.executions ?? "–"}</td>
+              <td data-testid="npu-idle">
+                {executing.length ? (
+                  <>
+                    running: <ExecutionLinks npu={npu} />
+                  </>
+                ) : npu.idle_since ? (
+                  <time dateTime={npu.idle_since} title={new Date(npu.idle_since).toLocaleString()}>
+                    {new Date(npu.idle_since).toLocaleTimeString()} ({idleText(npu.idle_since, now)})
+                  </time>
+                ) : (
+                  "–"
+                )}
+              </td>
+              <td data-testid="npu-cpu">
+                {sample?.cpu_percent != null ? formatPercent(sample.cpu_percent) : "–"}
+              </td>
+              <td data-testid="npu-memory">
+                <MemoryText used={npu.memory_bytes} limit={npu.memory_limit_bytes} />
+              </td>
+            </tr>
+          );
+        })}
+      </tbody>
+    </table>
+  );
+}
+
+/** Warm NPUs waiting in the worker's pool and single-use ones, with their live samples. */
+function OtherNpus({
+  worker,
+  npus,
+  latest,
+}: {
+  worker: Worker;
+  npus: Npu[];
+  latest: ResourceState["latest"];
+}) {
+  return (
+    <table className="fk-table fk-compact fk-npus" aria-label={`NPUs of ${worker.name}`}>
+      <thead>
+        <tr>
+          <th>Container</th>
+          <th>State</th>
+          <th>Run · node</th>
+          <th>CPU</th>
+          <th>Memory</th>
+          <th>Network in / out</th>
+          <th>Pids</th>
+        </tr>
+      </thead>
+      <tbody>
+        {npus.map((npu) => {
+          const sample = npu.run_id ? latest[npuKey(npu.run_id, npu.node_id, npu.attempt)] : undefined;
+          return (
+            <tr key={npu.container_id} data-npu={npu.container_id} data-kind={npu.kind ?? ""}>
+              <td>
+                <code>{npu.container_id.slice(0, 12)}</code>
+              </td>
+              <td>{npu.state}</td>
+              <td>
+                {npu.run_id ? (
+                  <Link to={`/app/runs/${npu.run_id}`}>
+                    {npu.run_id.slice(0, 8)} · {npu.node_id}
+                    {npu.attempt && npu.attempt > 1 ? ` #${npu.attempt}` : ""}
+                  </Link>
+                ) : (
+                  <span className="fk-muted">warm, idle</span>
+                )}
+              </td>
+              <td data-testid="npu-cpu">
+                {sample?.cpu_percent != null ? formatPercent(sample.cpu_percent) : "–"}
+              </td>
+              <td data-testid="npu-memory">
+                {sample ? (
+                  <MemoryText used={sample.memory_bytes} limit={sample.memory_limit_bytes} />
+                ) : (
+                  <MemoryText used={npu.memory_bytes} limit={null} />
+                )}
+              </td>
+              <td>
+                {sample?.net_rx_bytes != null ? formatBytes(sample.net_rx_bytes) : "–"} /{" "}
+                {sample?.net_tx_bytes != null ? formatBytes(sample.net_tx_bytes) : "–"}
+              </td>
+              <td>{sample?.pids ?? "–"}</td>
+            </tr>
+          );
+        })}
+      </tbody>
+    </table>
+  );
+}
+
+function Npus({ worker, latest }: { worker: Worker; latest: ResourceState["latest"] }) {
+  const { dedicated, others } = npusByKind(worker);
+  if (!worker.npus.length) {
+    return (
+      <>
+        <h3>NPUs (0)</h3>
+        <p className="fk-muted">No NPU right now.</p>
+      </>
+    );
+  }
+  return (
+    <>
+      {dedicated.length ? (
+        <>
+          <h3>Dedicated NPUs ({dedicated.length})</h3>
+          <DedicatedNpus worker={worker} npus={dedicated} latest={latest} />
+        </>
+      ) : null}
+      {others.length ? (
+        <>
+          <h3>
+            {dedicated.length ? "Other NPUs" : "NPUs"} ({others.length})
+          </h3>
+          <OtherNpus worker={worker} npus={others} latest={latest} />
+        </>
+      ) : null}
+    </>
+  );
+}
+
 function WorkerCard({ worker, latest }: { worker: Worker; latest: ResourceState["latest"] }) {
   const me = useMe();
   const cpu = worker.cpu_percent;
@@ -142,57 +342,7 @@ function WorkerCard({ worker, latest }: { worker: Worker; latest: ResourceState[
           ? `${formatBytes(worker.net_rx_bytes_per_s)}/s in, ${formatBytes(worker.net_tx_bytes_per_s)}/s out`
           : "–"}
       </p>
-      <h3>NPUs ({worker.npus.length})</h3>
-      {worker.npus.length ? (
-        <table className="fk-table fk-compact" aria-label={`NPUs of ${worker.name}`}>
-          <thead>
-            <tr>
-              <th>Container</th>
-              <th>State</th>
-              <th>Run · node</th>
-              <th>CPU</th>
-              <th>Memory</th>
-              <th>Network in / out</th>
-              <th>Pids</th>
-            </tr>
-          </thead>
-          <tbody>
-            {worker.npus.map((npu) => {
-              const sample = npu.run_id ? latest[npuKey(npu.run_id, npu.node_id, npu.attempt)] : undefined;
-              return (
-                <tr key={npu.container_id} data-npu={npu.container_id}>
-                  <td>
-                    <code>{npu.container_id.slice(0, 12)}</code>
-                  </td>
-                  <td>{npu.state}</td>
-                  <td>
-                    {npu.run_id ? (
-                      <Link to={`/app/runs/${npu.run_id}`}>
-                        {npu.run_id.slice(0, 8)} · {npu.node_id}
-                        {npu.attempt && npu.attempt > 1 ? ` #${npu.attempt}` : ""}
-                      </Link>
-                    ) : (
-                      <span className="fk-muted">warm, idle</span>
-                    )}
-                  </td>
-                  <td>{sample?.cpu_percent != null ? formatPercent(sample.cpu_percent) : "–"}</td>
-                  <td>
-                    {sample ? formatBytes(sample.memory_bytes) : "–"}
-                    {sample?.memory_limit_bytes ? ` of ${formatBytes(sample.memory_limit_bytes)}` : ""}
-                  </td>
-                  <td>
-                    {sample?.net_rx_bytes != null ? formatBytes(sample.net_rx_bytes) : "–"} /{" "}
-                    {sample?.net_tx_bytes != null ? formatBytes(sample.net_tx_bytes) : "–"}
-                  </td>
-                  <td>{sample?.pids ?? "–"}</td>
-                </tr>
-              );
-            })}
-          </tbody>
-        </table>
-      ) : (
-        <p className="fk-muted">No NPU right now.</p>
-      )}
+      <Npus worker={worker} latest={latest} />
     </article>
   );
 }

@@ -1,7 +1,10 @@
 import { describe, expect, it } from "vitest";
 import {
+  idleText,
   initialResourceState,
+  npuExecutions,
   npuKey,
+  npusByKind,
   poolText,
   recentScaling,
   resourceReducer,
@@ -122,5 +125,62 @@ describe("autoscaling", () => {
       samples: [],
     });
     expect(sortedWorkers(state).map((w) => w.name)).toEqual(["c", "a", "b"]);
+  });
+});
+
+describe("dedicated NPUs", () => {
+  const dedicated = (container_id: string, pipeline_name: string, node_id: string) => ({
+    container_id,
+    state: "idle",
+    kind: "dedicated" as const,
+    pipeline_id: `p-${pipeline_name}`,
+    pipeline_name,
+    node_id,
+    executions: 2,
+    idle_since: "2026-11-22T22:00:00Z",
+    memory_bytes: 12_000_000,
+    memory_limit_bytes: 256 * 2 ** 20,
+  });
+  const warm = { container_id: "w1", state: "warm", kind: "pooled" as const };
+
+  it("lists a worker's dedicated NPUs by pipeline and node, apart from its warm and single-use ones", () => {
+    const npus = [
+      dedicated("c3", "beta", "a"),
+      warm,
+      dedicated("c2", "alpha", "z"),
+      dedicated("c1", "alpha", "b"),
+    ];
+    const { dedicated: mine, others } = npusByKind(worker("w", "online", npus));
+    expect(mine.map((npu) => `${npu.pipeline_name}/${npu.node_id}`)).toEqual([
+      "alpha/b",
+      "alpha/z",
+      "beta/a",
+    ]);
+    expect(others).toEqual([warm]);
+  });
+
+  it("treats NPUs of a worker before dedicated NPUs as other NPUs", () => {
+    const old = { container_id: "c", state: "running", run_id: "r", node_id: "n", attempt: 1 };
+    expect(npusByKind(worker("w", "online", [old]))).toEqual({ dedicated: [], others: [old] });
+  });
+
+  it("names the executions an NPU runs: none while idle, each of a node with concurrency", () => {
+    expect(npuExecutions(dedicated("c", "p", "n"))).toEqual([]);
+    const busy = { ...dedicated("c", "p", "n"), idle_since: null, run_id: "r1", attempt: 1 };
+    expect(npuExecutions(busy)).toEqual([{ run_id: "r1", node_id: "n", attempt: 1 }]);
+    const running = [
+      { run_id: "r1", node_id: "n", attempt: 1 },
+      { run_id: "r2", node_id: "n", attempt: 2 },
+    ];
+    expect(npuExecutions({ ...busy, running })).toEqual(running);
+  });
+
+  it("says how long an NPU has been idle, as of its worker's heartbeat", () => {
+    const since = "2026-11-22T22:00:00Z";
+    expect(idleText(since, Date.parse("2026-11-22T22:00:42Z"))).toBe("idle 42 s");
+    expect(idleText(since, Date.parse("2026-11-22T22:03:30Z"))).toBe("idle 3 min");
+    expect(idleText(since, Date.parse("2026-11-23T00:30:00Z"))).toBe("idle 2 h");
+    // A heartbeat clock a little behind the counter's: never a negative time.
+    expect(idleText(since, Date.parse("2026-11-22T21:59:59Z"))).toBe("idle 0 s");
   });
 });

@@ -3,12 +3,37 @@
 
 import type { Sample } from "../monitor/runState";
 
+/** What an NPU is for (node_runner.heartbeat.NpuKind). */
+export type NpuKind = "dedicated" | "pooled" | "single-use" | "test";
+
+/** One execution an NPU runs now. */
+export interface NpuExecution {
+  run_id: string;
+  node_id: string;
+  attempt: number;
+}
+
 export interface Npu {
   container_id: string;
+  // running, paused; "warm" for a pooled one waiting, "idle" for a dedicated one between
+  // executions
   state: string;
+  kind?: NpuKind; // absent from workers of a version before dedicated NPUs
   run_id?: string | null;
   node_id?: string | null;
   attempt?: number | null;
+  // A dedicated NPU's pipeline and node (node_id), and the executions it served (counted
+  // every few seconds); a single-use one's pipeline while it executes.
+  pipeline_id?: string | null;
+  pipeline_name?: string | null;
+  executions?: number | null;
+  /** Since when it waits; null while it executes. */
+  idle_since?: string | null;
+  /** Its container's memory (cgroup) at the heartbeat; null where the host does not show it. */
+  memory_bytes?: number | null;
+  memory_limit_bytes?: number | null;
+  /** Every execution it runs, when more than one (a node with concurrency > 1). */
+  running?: NpuExecution[];
 }
 
 /** One change of a worker's pool size, made by Celery's autoscaler. */
@@ -125,4 +150,34 @@ export function poolText(worker: Worker): string {
   const size = worker.pool_size ?? worker.concurrency;
   if (worker.concurrency_min) return `${size} of ${worker.concurrency_min}–${worker.concurrency} processes`;
   return `${size} process${size === 1 ? "" : "es"}`;
+}
+
+/** The executions an NPU runs now: none for an idle or warm one. */
+export function npuExecutions(npu: Npu): NpuExecution[] {
+  if (npu.running?.length) return npu.running;
+  if (!npu.run_id) return [];
+  return [{ run_id: npu.run_id, node_id: npu.node_id ?? "", attempt: npu.attempt ?? 0 }];
+}
+
+/** A worker's dedicated NPUs, by pipeline then node (a node that ran in two of the
+ * worker's processes has an NPU in each, side by side), and its other NPUs. */
+export function npusByKind(worker: Worker): { dedicated: Npu[]; others: Npu[] } {
+  const dedicated = worker.npus
+    .filter((npu) => npu.kind === "dedicated")
+    .sort(
+      (a, b) =>
+        (a.pipeline_name ?? "").localeCompare(b.pipeline_name ?? "") ||
+        (a.pipeline_id ?? "").localeCompare(b.pipeline_id ?? "") ||
+        (a.node_id ?? "").localeCompare(b.node_id ?? "") ||
+        a.container_id.localeCompare(b.container_id),
+    );
+  return { dedicated, others: worker.npus.filter((npu) => npu.kind !== "dedicated") };
+}
+
+/** "idle 42 s", "idle 3 min", "idle 2 h" since ``since``, as of ``now`` (ms). */
+export function idleText(since: string, now: number): string {
+  const seconds = Math.max(0, Math.round((now - Date.parse(since)) / 1000));
+  if (seconds < 120) return `idle ${seconds} s`;
+  if (seconds < 7200) return `idle ${Math.floor(seconds / 60)} min`;
+  return `idle ${Math.floor(seconds / 3600)} h`;
 }

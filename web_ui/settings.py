@@ -182,7 +182,7 @@ FLOWKIT_NPU_POOL_REFILL_CONCURRENCY = env_int("FLOWKIT_NPU_POOL_REFILL_CONCURREN
 # recently used goes first), lets one go after DEDICATED_IDLE_S without an execution,
 # and replaces one after DEDICATED_MAX_EXECUTIONS executions.
 FLOWKIT_NPU_ISOLATION = env_choice("FLOWKIT_NPU_ISOLATION", "dedicated", ("dedicated", "container"))
-FLOWKIT_NPU_DEDICATED_MAX = env_int("FLOWKIT_NPU_DEDICATED_MAX", 16, minimum=1, maximum=1024)
+FLOWKIT_NPU_DEDICATED_MAX = env_int("FLOWKIT_NPU_DEDICATED_MAX", 64, minimum=1, maximum=1024)
 FLOWKIT_NPU_DEDICATED_IDLE_S = env_float(
     "FLOWKIT_NPU_DEDICATED_IDLE_S", 600.0, minimum=1.0, maximum=7 * 24 * 3600
 )

@@ -125,9 +125,11 @@ class ForkServer:
             }
         )
         stdin_open = True
-        while stdin_open or self.executions:
+        while True:
             self.reap()
             self.finish_ended()
+            if not stdin_open and not self.executions:
+                break  # checked after the last end is reported: nothing left to wait for
             readable = self.wait_readable(listen_stdin=stdin_open and self.reading_job is None)
             for fd in readable:
                 if fd == self._wake_read:

@@ -240,3 +240,10 @@ def test_unknown_requests_end_the_server_with_a_message(server):
     assert server.process.wait(timeout=WAIT_S) == 3
     assert server.process.stderr is not None
     assert b"unknown request 'launch'" in server.process.stderr.read()
+
+
+def test_the_end_of_stdin_ends_a_running_execution_and_then_the_server(server):
+    server.run("hang", probe("import time\ntime.sleep(300)\nreturn [], {}, ''"))
+    server.read_until(lambda e: e["type"] == "spawned" and e["exec"] == "hang")
+    assert server.close() == 0  # within WAIT_S: the server does not wait for more input
+    assert server.exited("hang")["signal"] == 9

@@ -1,11 +1,13 @@
-"""The engine's figures (issue 8): dispatch latency with the NPU pool warm and
-disabled, the 40-node fibo(10) chain beside Prefect 3 and plain `docker run`, a
-200-node fan-out beside the Docker engine's raw churn, engine overhead per node,
-trace latency to a WebSocket client, and memory. Real PostgreSQL, Redis, Celery
-workers, Docker engine and Daphne; each figure beside a baseline measured in the
-same run. The measurements only record; test_report (last: pytest keeps a file's
-order) prints them and rewrites their sections of docs/PERFORMANCE.md. Nothing here
-asserts a target: the Targets table reports them."""
+"""The engine's figures (issues 8 and 14): a dedicated NPU driven directly (its start
+and round trip, runc and gVisor); dispatch latency; the 40-node fibo(10) chain on
+dedicated NPUs cold and warm, with single-use containers (`isolation: container`, the
+pool warm and disabled), beside Prefect 3 and plain `docker run`; a 200-node fan-out
+beside the Docker engine's raw churn; engine overhead per node; trace latency to a
+WebSocket client; and memory. Real PostgreSQL, Redis, Celery workers, Docker engine
+and Daphne; each figure beside a baseline measured in the same run. The measurements
+only record; test_report (last: pytest keeps a file's order) prints them and rewrites
+their sections of docs/PERFORMANCE.md. Nothing here asserts a target: the Targets
+tables report them."""
 
 from __future__ import annotations
 
@@ -23,20 +25,33 @@ import psutil
 import pytest
 from websockets.sync.client import connect
 
-from control_unit.pipeline_actions import do_create_pipeline
+from control_unit.pipeline_actions import do_create_pipeline, do_delete_pipeline
 from control_unit.run_actions import do_start_run
+from node_runner.ready_npu import NpuUnavailable
 from node_runner.resource_sampler import npu_sample
-from tests.benchmarks import figures
+from tests.benchmarks import figures, npu_figures
 from tests.benchmarks.engine_runs import (
+    CONTAINER,
     FIBO_NODE,
     TRIVIAL_NODE,
+    FinishedRun,
     chain_document,
     fan_out_document,
     run_to_completion,
+    run_version_to_completion,
+    saved_pipeline,
 )
+from tests.benchmarks.npu_driver import NpuFailed, attach_floor, drive_npu
 from tests.benchmarks.peers import bench_npu_options, docker_churn_per_s, docker_run_chain_s, prefect_chain
 from tests.benchmarks.timings import NodeTimeline
-from tests.benchmarks.workers import POOL_DISABLED, POOL_WARM, BenchWorker, bench_worker
+from tests.benchmarks.workers import (
+    DEDICATED_PINNED,
+    POOL_DISABLED,
+    POOL_WARM,
+    BenchWorker,
+    bench_worker,
+    wait_until_removed,
+)
 from tests.integration.conftest import WebServer, session_cookie, wait_for_run
 from trace_monitor.kinds import TRANSITION_KINDS
 from trace_monitor.recorder import run_group, send
@@ -52,6 +67,11 @@ FAN_OUT_WIDTH = 200
 WORKER_CONCURRENCY = 2  # tests/integration/conftest.py start_worker's --concurrency
 TRACE_CHAIN_LENGTH = 20
 TRANSPORT_PROBES = 50
+# A dedicated NPU driven directly: jobs measured after a warm-up, probes of the start's
+# parts, and lines through the attach stream's floor.
+NPU_JOBS = 200
+NPU_WARM_UP = 20
+NPU_PROBES = 30
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -61,9 +81,10 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def warm_worker(django_db_setup: None, log_dir: Path) -> Iterator[BenchWorker]:
+def warm_worker(django_db_setup: None, django_db_blocker: Any, log_dir: Path) -> Iterator[BenchWorker]:
     with bench_worker(POOL_WARM, log_dir) as worker:
-        figures.record("pool", pooled_npus_seen=worker.wait_until_pool_is_warm())
+        with django_db_blocker.unblock():  # the pool's NPUs are told from adopted ones by a table
+            figures.record("pool", pooled_npus_seen=worker.wait_until_pool_is_warm())
         yield worker
 
 
@@ -73,6 +94,20 @@ def daphne(django_db_setup: None) -> Iterator[WebServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.mark.parametrize("runtime", npu_figures.RUNTIMES)
+def test_a_dedicated_npu_driven_directly(runtime: str):
+    try:
+        driven = drive_npu(runtime, NPU_JOBS, NPU_WARM_UP, NPU_PROBES)
+        floor = attach_floor(runtime, NPU_JOBS, NPU_WARM_UP)
+    except (NpuFailed, NpuUnavailable) as exc:
+        # Reported beside the figures; gVisor is an extra row, the default runtime a must.
+        npu_figures.record_npu(runtime, [], [], [], failure=str(exc))
+        if runtime == npu_figures.TARGET_RUNTIME:
+            raise
+        return
+    npu_figures.record_npu(runtime, driven.executions, driven.parts, floor)
 
 
 def test_prefect_and_plain_docker_run_the_same_chain(tmp_path: Path):
@@ -85,18 +120,99 @@ def test_the_docker_engine_churns_containers():
     figures.record("churn", per_s=docker_churn_per_s(FAN_OUT_WIDTH, WORKER_CONCURRENCY))
 
 
-def test_chain_with_the_pool_disabled(django_db_setup: None, log_dir: Path):
+def test_chain_in_single_use_containers_with_the_pool_disabled(django_db_setup: None, log_dir: Path):
     with bench_worker(POOL_DISABLED, log_dir) as worker:
         measure_chain(worker)
 
 
-def test_chain_with_the_pool_warm(warm_worker: BenchWorker):
+def test_chain_in_single_use_containers_with_the_pool_warm(warm_worker: BenchWorker):
     measure_chain(warm_worker)
 
 
+def test_chain_on_dedicated_npus_cold_then_warm(django_db_setup: None, log_dir: Path):
+    """Each freshly saved chain runs twice on a worker of one process: cold, then warm.
+    The pipeline is deleted afterwards, and its NPUs gone, before the next one."""
+    cold_walls: list[float] = []
+    warm_walls: list[float] = []
+    cold_timelines: list[NodeTimeline] = []
+    warm_timelines: list[NodeTimeline] = []
+    reused: list[tuple[int, int]] = []
+    failures: list[str] = []
+    idle_npu_bytes = None
+    with bench_worker(DEDICATED_PINNED, log_dir) as worker:
+        for attempt in range(CHAIN_REPEATS + MAX_FAILED_RUNS):
+            if len(warm_walls) == CHAIN_REPEATS:
+                break
+            worker.wait_until_pool_is_warm()
+            version = saved_pipeline(f"dedicated chain {attempt}", chain_document(CHAIN_LENGTH, FIBO_NODE))
+            cold = run_version_to_completion(version)
+            warm = run_version_to_completion(version)
+            for finished in (cold, warm):
+                assert finished.workers == {worker.name}, f"nodes ran elsewhere: {finished.workers}"
+                failures += [f"{node}: {error}" for node, error in finished.failures.items()]
+            if cold.succeeded and warm.succeeded:
+                cold_walls.append(cold.wall_s)
+                warm_walls.append(warm.wall_s)
+                cold_timelines += cold.timelines
+                warm_timelines += warm.timelines
+                reused.append((reused_npus(cold, warm), len(warm.containers)))
+                if idle_npu_bytes is None:
+                    # The chain's first node has waited longest since its execution.
+                    idle_npu_bytes = container_memory_bytes(
+                        docker.from_env().containers.get(warm.containers["n1"])
+                    )
+            let_go_of(version.pipeline, cold, warm)
+    figures.record(
+        figures.COLD, chain_walls_s=cold_walls, chain_timelines=cold_timelines, chain_failures=failures
+    )
+    figures.record(
+        figures.HOT,
+        chain_walls_s=warm_walls,
+        chain_timelines=warm_timelines,
+        reused=reused,
+        idle_npu_bytes=idle_npu_bytes,
+    )
+
+
+def test_chain_on_dedicated_npus_with_the_worker_defaults(warm_worker: BenchWorker):
+    """As deployed: two prefork processes, each with its own dedicated NPUs and the default
+    bound of 16: how many nodes of the second run find their NPU."""
+    warm_worker.wait_until_pool_is_warm()
+    version = saved_pipeline("dedicated chain, worker defaults", chain_document(CHAIN_LENGTH, FIBO_NODE))
+    cold = run_version_to_completion(version)
+    warm = run_version_to_completion(version)
+    for finished in (cold, warm):
+        assert finished.workers == {warm_worker.name}, f"nodes ran elsewhere: {finished.workers}"
+    figures.record(
+        figures.DEFAULTS,
+        cold_wall_s=cold.wall_s if cold.succeeded else None,
+        warm_wall_s=warm.wall_s if warm.succeeded else None,
+        reused=reused_npus(cold, warm),
+        nodes=len(warm.containers),
+        chain_failures=[
+            f"{node}: {error}" for finished in (cold, warm) for node, error in finished.failures.items()
+        ],
+    )
+    let_go_of(version.pipeline, cold, warm)
+
+
+def reused_npus(cold: FinishedRun, warm: FinishedRun) -> int:
+    """Nodes of the second run that ran in the NPU their first execution had."""
+    return sum(1 for node, container in warm.containers.items() if cold.containers.get(node) == container)
+
+
+def let_go_of(pipeline: Any, *runs: FinishedRun) -> None:
+    """Delete the pipeline and wait until the worker has removed its dedicated NPUs, so
+    that the next measurement does not pay for their removal."""
+    containers = {container for finished in runs for container in finished.containers.values()}
+    do_delete_pipeline(pipeline)
+    assert wait_until_removed(containers), "the worker kept the NPUs of a deleted pipeline"
+
+
 def measure_chain(worker: BenchWorker) -> None:
-    """CHAIN_REPEATS runs that succeed; a run whose node failed is reported, not
-    counted, and replaced (a few times at most)."""
+    """CHAIN_REPEATS runs in single-use containers (`isolation: container`) that
+    succeed; a run whose node failed is reported, not counted, and replaced (a few
+    times at most)."""
     walls: list[float] = []
     timelines: list[NodeTimeline] = []
     failures: list[str] = []
@@ -105,7 +221,7 @@ def measure_chain(worker: BenchWorker) -> None:
             break
         worker.wait_until_pool_is_warm()
         finished = run_to_completion(
-            f"chain {attempt} ({worker.pool.name})", chain_document(CHAIN_LENGTH, FIBO_NODE)
+            f"chain {attempt} ({worker.pool.name})", chain_document(CHAIN_LENGTH, FIBO_NODE, CONTAINER)
         )
         assert finished.workers == {worker.name}, f"nodes ran elsewhere: {finished.workers}"
         if not finished.succeeded:
@@ -118,7 +234,7 @@ def measure_chain(worker: BenchWorker) -> None:
 
 def test_fan_out_with_the_pool_warm(warm_worker: BenchWorker):
     warm_worker.wait_until_pool_is_warm()
-    finished = run_to_completion("fan-out", fan_out_document(FAN_OUT_WIDTH, TRIVIAL_NODE))
+    finished = run_to_completion("fan-out", fan_out_document(FAN_OUT_WIDTH, TRIVIAL_NODE, CONTAINER))
     assert finished.workers == {warm_worker.name}, f"nodes ran elsewhere: {finished.workers}"
     source = next(t for t in finished.timelines if t.node_id == "source")
     assert finished.run.finished_at is not None
@@ -188,6 +304,7 @@ def test_memory_of_the_web_process_a_worker_and_an_idle_npu(warm_worker: BenchWo
 
 def test_report():
     figures.report(figures.Sizes(CHAIN_LENGTH, FAN_OUT_WIDTH, WORKER_CONCURRENCY, TRACE_CHAIN_LENGTH))
+    npu_figures.report()
 
 
 # -- helpers ---------------------------------------------------------------------------

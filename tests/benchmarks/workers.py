@@ -5,6 +5,13 @@ A worker reads FLOWKIT_NPU_POOL_MAX / FLOWKIT_NPU_POOL_MIN when it starts, so "p
 warm" and "pool disabled" are two worker processes. Each gets a queue of its own:
 the session's `celery_worker` (tests/conftest.py), started by other benchmarks, must
 never take a benchmark's node, nor one benchmark worker another's.
+
+Dedicated NPUs belong to a worker's prefork process (node_runner.dedicated_npus): a
+worker of two processes may run a node's second execution in the process that does
+not hold its NPU yet. The dedicated-NPU benchmark's worker is pinned to one process,
+and holds more NPUs than a chain has nodes (DEDICATED_PINNED), so that the second run
+of a chain finds every node's NPU; the default worker shows what two processes and
+the default bound do to that.
 """
 
 from __future__ import annotations
@@ -22,17 +29,23 @@ import psutil
 from django.test import override_settings
 
 from node_runner.container_spec import POOL_LABEL
+from node_runner.models import DedicatedNpu
 from tests.integration.conftest import WorkerProcess, start_worker, stop_worker
 
 # How long a new worker may take to fill its pool; a build without the pool never
 # does, and the benchmark then says so rather than waiting longer.
 POOL_WARM_WAIT_S = 20.0
+# How long a worker may take to let go of the dedicated NPUs of a deleted pipeline
+# (its registry looks every 5 s, then removes them one at a time).
+DEDICATED_GONE_WAIT_S = 120.0
 
 
 @dataclass(frozen=True)
 class PoolSetting:
     name: str
     env: dict[str, str]
+    # Prefork processes of the worker; None: two (tests/integration's start_worker).
+    processes: int | None = None
 
     @property
     def enabled(self) -> bool:
@@ -42,6 +55,14 @@ class PoolSetting:
 # The pool as deployed: the defaults of web_ui/settings.py.
 POOL_WARM = PoolSetting("pool warm", {"FLOWKIT_NPU_POOL_MAX": "4", "FLOWKIT_NPU_POOL_MIN": "2"})
 POOL_DISABLED = PoolSetting("pool disabled", {"FLOWKIT_NPU_POOL_MAX": "0"})
+# The pool as deployed (dedicated NPUs are adopted from it), one process, and room for
+# a 40-node chain's NPUs (the default FLOWKIT_NPU_DEDICATED_MAX is 16 per process).
+DEDICATED_PINNED_MAX = 64
+DEDICATED_PINNED = PoolSetting(
+    "dedicated, one process",
+    {**POOL_WARM.env, "FLOWKIT_NPU_DEDICATED_MAX": str(DEDICATED_PINNED_MAX)},
+    processes=1,
+)
 
 
 @dataclass
@@ -87,10 +108,35 @@ class BenchWorker:
         return sum(process.memory_info().rss for process in [main, *main.children(recursive=True)])
 
 
-def pooled_containers() -> list[docker.models.containers.Container]:
+def wait_until_removed(container_ids: set[str]) -> bool:
+    """True once none of ``container_ids`` exists (a worker let go of the dedicated NPUs
+    of a deleted pipeline: its registry looks every 5 s, then removes them one by one)."""
+    client = docker.from_env()
+    deadline = time.monotonic() + DEDICATED_GONE_WAIT_S
+    while any(client.containers.list(all=True, sparse=True, filters={"id": cid}) for cid in container_ids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1.0)
+    return True
+
+
+def pool_labelled_containers() -> list[docker.models.containers.Container]:
+    """Containers a pool started: waiting in it, or adopted from it as a node's
+    dedicated NPU (which keeps its flowkit.pool label)."""
     # Sparse: the full listing inspects each container, and another worker's pooled
     # NPU can be taken and removed between the listing and its inspection.
     return docker.from_env().containers.list(sparse=True, filters={"label": POOL_LABEL})
+
+
+def pooled_containers() -> list[docker.models.containers.Container]:
+    """NPUs waiting in a pool: the registry's table tells the adopted ones apart."""
+    labelled = pool_labelled_containers()
+    adopted = set(
+        DedicatedNpu.objects.filter(container_id__in=[c.id for c in labelled]).values_list(
+            "container_id", flat=True
+        )
+    )
+    return [container for container in labelled if container.id not in adopted]
 
 
 @contextmanager
@@ -98,12 +144,13 @@ def bench_worker(pool: PoolSetting, log_dir: Path) -> Iterator[BenchWorker]:
     """A worker with ``pool`` on a fresh queue; runs started meanwhile (in this
     process) are dispatched to it."""
     queue = f"flowkit-bench-{uuid.uuid4().hex[:8]}"
-    foreign = frozenset(c.id for c in pooled_containers())
+    foreign = frozenset(c.id for c in pool_labelled_containers())
     with override_settings(FLOWKIT_CELERY_QUEUE=queue):
         process = start_worker(
             f"{queue}@{socket.gethostname()}",
             log_dir / f"{queue}.log",
             env={"FLOWKIT_CELERY_QUEUE": queue, **pool.env},
+            autoscale=(pool.processes, pool.processes) if pool.processes else None,
         )
         try:
             yield BenchWorker(process, queue, pool, foreign)

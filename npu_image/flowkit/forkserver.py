@@ -78,6 +78,19 @@ class ServerBroken(Exception):
 
 
 @dataclass
+class Spare:
+    """A process forked ahead of the next job, done with everything that does not
+    depend on it, waiting for its assignment (``wait_as_spare``)."""
+
+    pid: int
+    stream: int  # read end of its frame pipe
+    assign: int  # write end of its assignment pipe
+    # The server's own copy of the read end: whether an assignment is still unread
+    # there says whether a spare that died had touched its job.
+    assign_read: int
+
+
+@dataclass
 class Execution:
     name: str
     pid: int
@@ -89,6 +102,9 @@ class Execution:
     stream_open: bool = True
     paused: bool = False
     memory_exceeded: bool = False
+    # Given to a spare: its assignment pipe (until its first frame), the job's size.
+    assignment: int | None = None
+    job_bytes: int = 0
     peak_rss: int = 0
 
 
@@ -101,6 +117,10 @@ class ForkServer:
         self.networked = network_bytes() != (None, None)
         self.executions: dict[str, Execution] = {}
         self.by_pid: dict[int, Execution] = {}
+        # A fork costs about a millisecond, and the fresh process's first writes as many
+        # again in page faults: the next execution's process is forked and prepared
+        # while the NPU waits, after the previous execution's end.
+        self.spare: Spare | None = None
         # The execution whose process is reading its job from stdin: the server reads
         # no header until it has (its first frame, or its end, says so).
         self.reading_job: Execution | None = None
@@ -116,6 +136,7 @@ class ForkServer:
     def serve(self) -> None:
         signal.set_wakeup_fd(self._wake_write)
         signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.make_spare()
         self.send_event(
             {
                 "type": "ready",
@@ -195,6 +216,14 @@ class ForkServer:
             message = "this sandbox runs one execution of an NPU at a time (no child subreapers)"
             self.send_event({"type": "refused", "exec": name, "message": message})
             return
+        spare = self.take_spare(name, job_bytes)
+        if spare is not None:
+            execution = self.begin(name, spare.pid, spare.stream, memory_limit)
+            execution.assignment, execution.job_bytes = spare.assign_read, job_bytes
+            return
+        self.fork_execution(name, job_bytes, memory_limit)
+
+    def fork_execution(self, name: str, job_bytes: int, memory_limit: int) -> None:
         stream_read, stream_write = os.pipe2(os.O_CLOEXEC)
         try:
             pid = os.fork()
@@ -216,7 +245,10 @@ class ForkServer:
             finally:
                 os._exit(70)
         os.close(stream_write)
-        execution = Execution(name=name, pid=pid, stream=stream_read, memory_limit=memory_limit)
+        self.begin(name, pid, stream_read, memory_limit)
+
+    def begin(self, name: str, pid: int, stream: int, memory_limit: int) -> Execution:
+        execution = Execution(name=name, pid=pid, stream=stream, memory_limit=memory_limit)
         if not self.executions:
             self.next_usage = time.monotonic() + USAGE_EVERY_S
         self.executions[name] = execution
@@ -233,6 +265,50 @@ class ForkServer:
                 "net_tx_bytes": tx,
             }
         )
+        return execution
+
+    def make_spare(self) -> None:
+        """Fork the next execution's process ahead, unless one waits already or none
+        could run next (one execution at a time, and one runs)."""
+        if self.spare is not None or (self.executions and not self.subreapers):
+            return
+        stream_read, stream_write = os.pipe2(os.O_CLOEXEC)
+        assign_read, assign_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (stream_read, stream_write, assign_read, assign_write):
+                os.close(fd)
+            return  # out of pids for now: the next job forks on demand
+        if pid == 0:
+            try:
+                wait_as_spare(stream_write, assign_read, self.base_environment, self.subreapers)
+            finally:
+                os._exit(70)
+        os.close(stream_write)
+        self.spare = Spare(pid, stream_read, assign_write, assign_read)
+
+    def take_spare(self, name: str, job_bytes: int) -> Spare | None:
+        """Hand the job to the waiting spare, if there is a live one."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        try:
+            # A few bytes into an empty pipe: never blocks, even if the spare is gone.
+            write_all(spare.assign, f"{name} {job_bytes}\n".encode("ascii"))
+        finally:
+            os.close(spare.assign)
+        return spare
+
+    def drop_spare(self) -> None:
+        if self.spare is not None:
+            for fd in (self.spare.stream, self.spare.assign, self.spare.assign_read):
+                os.close(fd)
+            self.spare = None
+
+    def own_children(self) -> set[int]:
+        """The server's children that are no stray: leaders and the spare."""
+        return {*self.by_pid, *([self.spare.pid] if self.spare else [])}
 
     def control(self, op: str, execution: Execution) -> None:
         if execution.leader_status is not None:
@@ -275,14 +351,18 @@ class ForkServer:
         execution = next((e for e in self.executions.values() if e.stream == fd), None)
         if execution is None:
             return
-        if self.reading_job is execution:
-            self.reading_job = None  # it wrote, or ended: it has read its job
         available = pending_bytes(fd)
         if available == 0:
-            # Readable with nothing in it: every writer has closed it.
+            # Readable with nothing in it: every writer has closed it. (Whether it had
+            # read its job is for reap to judge, once it is known how it ended.)
             execution.stream_open = False
             os.close(fd)
             return
+        if self.reading_job is execution:
+            self.reading_job = None  # it wrote: it has read its job
+        if execution.assignment is not None:
+            os.close(execution.assignment)
+            execution.assignment = None
         header = f"{execution.name} {available}\n".encode("ascii")
         write_all(self.out, header)
         moved = 0
@@ -302,6 +382,9 @@ class ForkServer:
             if pid == 0:
                 break
             reaped = True
+            if self.spare is not None and pid == self.spare.pid:
+                self.drop_spare()  # killed while it waited (memory pressure, a signal)
+                continue
             execution = self.by_pid.pop(pid, None)
             if execution is None:
                 continue
@@ -309,12 +392,26 @@ class ForkServer:
             execution.leader_rusage = rusage
             if self.reading_job is execution:
                 self.reading_job = None
+                if execution.assignment is not None and pending_bytes(execution.assignment) > 0:
+                    # A spare that died before it read its assignment: its job is untouched
+                    # on stdin, and a process forked now takes it.
+                    self.forget(execution)
+                    self.fork_execution(execution.name, execution.job_bytes, execution.memory_limit)
+                    continue
                 if not execution.stream_open or pending_bytes(execution.stream) == 0:
                     # Killed before it read its job to the end (it writes a frame as soon
                     # as it has): the rest of that job is still on stdin, out of step.
                     raise ServerBroken("an execution ended before it read its job")
         if reaped:
             self.kill_strays()
+
+    def forget(self, execution: Execution) -> None:
+        del self.executions[execution.name]
+        if execution.stream_open:
+            os.close(execution.stream)
+        if execution.assignment is not None:
+            os.close(execution.assignment)
+        execution.stream_open, execution.assignment = False, None
 
     def finish_ended(self) -> None:
         for execution in list(self.executions.values()):
@@ -328,7 +425,8 @@ class ForkServer:
             return _processes.tree(execution.pid)
 
         def with_adopted(table: dict[int, _processes.ProcessInfo]) -> list[int]:
-            adopted = [pid for pid in _processes.children_of(os.getpid(), table) if pid not in self.by_pid]
+            own = self.own_children()
+            adopted = [pid for pid in _processes.children_of(os.getpid(), table) if pid not in own]
             return [pid for root in (execution.pid, *adopted) for pid in _processes.descendants(root, table)]
 
         return with_adopted
@@ -339,8 +437,9 @@ class ForkServer:
         if not self.subreapers and any(e.leader_status is None for e in self.executions.values()):
             return  # adopted orphans of the execution that runs: they are its own
         table = _processes.process_table()
+        own = self.own_children()
         for pid in _processes.children_of(os.getpid(), table):
-            if pid not in self.by_pid:
+            if pid not in own:
                 # Stop its subtree first, so that its own children cannot run on.
                 _processes.kill_all(_processes.tree(pid))
 
@@ -374,6 +473,7 @@ class ForkServer:
                 "duration_s": round(time.monotonic() - execution.started, 6),
             }
         )
+        self.make_spare()  # forked now that nothing of this execution is left
 
     # --- resources ------------------------------------------------------------------
 
@@ -418,51 +518,102 @@ class ForkServer:
 def become_execution(
     name: str, job_bytes: int, stream: int, environment: dict[str, str], subreapers: bool
 ) -> NoReturn:
-    """In the forked process: leave the server behind, read the job, run the node."""
-    from . import runtime
+    """In a process forked for a job: leave the server behind, read the job, run the node."""
+    leave_server(stream)
+    # The job first: the server reads no further request until this execution's first frame.
+    job = ForkServer.read_exactly(0, job_bytes)
+    try:
+        prepare(environment, subreapers)
+        enter_workdir(name)
+    except Exception as exc:  # noqa: BLE001 - reported as the execution's error
+        fail_setup(exc)
+    run(job)
 
+
+def wait_as_spare(stream: int, assign: int, environment: dict[str, str], subreapers: bool) -> NoReturn:
+    """In a process forked ahead of its job: do all that does not depend on the job,
+    then wait for the server's assignment (its execution's name and job size)."""
+    # Above the descriptors leave_server arranges, and kept across its sweep.
+    assign = fcntl.fcntl(assign, fcntl.F_DUPFD_CLOEXEC, 10)
+    leave_server(stream, keep=assign)
+    failure: Exception | None = None
+    try:
+        prepare(environment, subreapers)
+        warm_up()  # touches, in this process, the pages the node's run will write
+    except Exception as exc:  # noqa: BLE001 - reported once it has a job
+        failure = exc
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(assign, 64)
+        if not chunk:
+            os._exit(0)  # the server ended: no job will come
+        line += chunk
+    os.close(assign)
+    name, job_bytes = line.decode("ascii").split()
+    job = ForkServer.read_exactly(0, int(job_bytes))
+    try:
+        if failure is not None:
+            raise failure
+        enter_workdir(name)
+    except Exception as exc:  # noqa: BLE001 - reported as the execution's error
+        fail_setup(exc)
+    run(job)
+
+
+def leave_server(stream: int, keep: int | None = None) -> None:
+    """Keep nothing of the server's but stdin (until the job is read), stderr (a crash
+    report) and this execution's own frame pipe, as fd 3: fd 1 is the server's frame
+    stream."""
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGCHLD, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     os.setsid()
-    # Nothing of the server's but stdin (until the job is read) and stderr (a crash
-    # report): fd 1 is the server's frame stream.
+    if keep is not None and keep <= 3:
+        raise OSError("the assignment pipe would be overwritten")
     if stream != 3:
         os.dup2(stream, 3, inheritable=False)
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
     os.close(null)
-    os.closerange(4, os.sysconf("SC_OPEN_MAX"))
-    channel = Channel(3)
-    # The job first: the server reads no further request until this execution's first frame.
-    job = ForkServer.read_exactly(0, job_bytes)
-    try:
-        isolate(name, environment, subreapers)
-    except Exception as exc:  # noqa: BLE001 - reported as the execution's error
-        message = f"the NPU could not isolate the execution: {exc}"
-        channel.emit_final(
-            {"type": "error", "error_type": "NpuSetupError", "message": message, "traceback": ""}
-        )
-        os._exit(2)
-    runtime.serve(channel, lambda: job)
+    if keep is None:
+        os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+    else:
+        os.closerange(4, keep)
+        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
 
 
-def isolate(name: str, environment: dict[str, str], subreapers: bool) -> None:
-    """What sets this execution apart from every other one in the NPU."""
-    libc = _LIBC
+def prepare(environment: dict[str, str], subreapers: bool) -> None:
+    """What sets an execution apart from every other one in the NPU, its job aside."""
     # Orphans of the node's processes come to this process, not to the server: the
     # execution's processes stay one tree, which pause and kill walk.
-    if subreapers and libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if subreapers and _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "PR_SET_CHILD_SUBREAPER refused")
     with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as adj:
         adj.write("1000")  # under memory pressure the kernel takes an execution, never the server
+    os.environ.clear()
+    os.environ.update(environment)
+    random.seed()  # else every execution would draw the numbers the server's state gives
+    _seccomp.install()
+
+
+def enter_workdir(name: str) -> None:
     workdir = workdir_of(name)
     os.mkdir(workdir, 0o700)
     os.chdir(workdir)
-    os.environ.clear()
-    os.environ.update(environment, HOME=workdir, TMPDIR=workdir)
-    random.seed()  # else every execution would draw the numbers the server's state gives
-    _seccomp.install()
+    os.environ.update(HOME=workdir, TMPDIR=workdir)
+
+
+def fail_setup(exc: Exception) -> NoReturn:
+    message = f"the NPU could not isolate the execution: {exc}"
+    error = {"type": "error", "error_type": "NpuSetupError", "message": message, "traceback": ""}
+    Channel(3).emit_final(error)
+    os._exit(2)
+
+
+def run(job: bytes) -> NoReturn:
+    from . import runtime
+
+    runtime.serve(Channel(3), lambda: job)
 
 
 # Decided where the server starts: its executions' pids are not 1.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -140,30 +141,32 @@ def test_an_execution_starts_in_an_empty_directory_of_its_own_which_is_removed_a
 def test_a_daemon_left_by_an_execution_is_killed_before_its_end_is_reported(server):
     daemon = """
 import os, time
+read_end, write_end = os.pipe()
 if os.fork() == 0:
     os.setsid()
-    if os.fork() == 0:
+    pid = os.fork()
+    if pid == 0:
         while True:
             with open('beat', 'a') as beat:
                 beat.write('.')
             time.sleep(0.02)
+    os.write(write_end, str(pid).encode())
     os._exit(0)
+daemon = int(os.read(read_end, 32))
 time.sleep(0.2)
 first = os.path.getsize('beat')
 time.sleep(0.3)
-return [], {'alive': os.path.getsize('beat') > first}, ''
+return [], {'alive': os.path.getsize('beat') > first, 'daemon': daemon}, ''
 """
     server.run("d", probe(daemon))
     server.exited("d")
 
+    outputs = server.result("d")["outputs"]
     # It lived as long as its execution did (adopted by the execution, or by the
     # server as the execution's own)...
-    assert server.result("d")["outputs"] == {"alive": True}
-    # ...and was killed when the execution ended.
-    children = subprocess.run(
-        ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True, check=False
-    )
-    assert children.stdout.split() == []
+    assert outputs["alive"] is True
+    # ...and was gone (killed and reaped) when the end was reported.
+    assert not Path(f"/proc/{outputs['daemon']}").exists()
 
 
 def test_pause_stops_every_process_of_one_execution_and_resume_lets_it_finish(server):
@@ -247,3 +250,25 @@ def test_the_end_of_stdin_ends_a_running_execution_and_then_the_server(server):
     server.read_until(lambda e: e["type"] == "spawned" and e["exec"] == "hang")
     assert server.close() == 0  # within WAIT_S: the server does not wait for more input
     assert server.exited("hang")["signal"] == 9
+
+
+def test_the_next_execution_runs_even_when_its_spare_process_died_while_waiting(server):
+    server.run("first", make_job(ADD_NODE, {"a": 1, "b": 1}))
+    server.exited("first")
+    deadline = time.monotonic() + WAIT_S
+    while not (spares := _children(server.process.pid)):
+        assert time.monotonic() < deadline, "no process was forked ahead of the next job"
+        time.sleep(0.01)
+    assert len(spares) == 1
+    os.kill(spares[0], signal.SIGKILL)
+
+    server.run("second", make_job(ADD_NODE, {"a": 2, "b": 2}))
+    server.exited("second")
+    assert server.result("second")["outputs"] == {"out": 4}
+    started = [frame["pid"] for frame in server.frames("second") if frame["type"] == "started"]
+    assert started != spares
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(child) for child in found.stdout.split()]

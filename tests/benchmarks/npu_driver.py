@@ -7,7 +7,9 @@ node_runner.ready_npu.start_npu) wrapped in the runner's own connection
 (node_runner.npu_connection.NpuConnection); each job goes through ``begin`` and comes
 back through its execution's queue, as node_runner.npu_execution reads it. One job at a
 time: the next starts once the server said the previous one is cleaned up (``exited``),
-as the next execution of a node waits for its slot.
+as the next execution of a node waits for its slot, and BETWEEN_JOBS_S later, as in a
+run, where the engine's own part between two executions is tens of milliseconds: the
+NPU then waits with its next execution's process forked and prepared ahead (a spare).
 
 Every moment is ``time.time()``: on the host for what the runner sees, inside the NPU
 for what the node and the runtime stamp. A container shares the host's clock (under
@@ -112,6 +114,7 @@ node.run()
 """
 PART_NAMES = ("faults_before_code", "copy_on_write_us", "fork_ms", "seccomp_ms", "threads_ms", "compile_ms")
 JOB_WAIT_S = 60.0
+BETWEEN_JOBS_S = 0.02
 # The floor: a process in a container as hardened as an NPU that sends back each line it
 # reads with the moment it read it, over the same kind of attach stream.
 # It opens with the fork server's "ready", which the runner's start_npu waits for.
@@ -256,10 +259,12 @@ def drive_npu(runtime: str, jobs: int, warm_up: int, probes: int) -> DrivenNpu:
     parts: list[dict[str, float]] = []
     with dedicated_npu(runtime) as connection:
         for index in range(warm_up + jobs):
+            time.sleep(BETWEEN_JOBS_S)
             result, moments = _one_execution(connection, job, limits, index)
             if index >= warm_up:
                 executions.append(_moments(result, moments))
         for index in range(probes):
+            time.sleep(BETWEEN_JOBS_S)
             result, _ = _one_execution(connection, probe, limits, index)
             parts.append({name: float(result["outputs"][name]) for name in PART_NAMES})
     return DrivenNpu(executions, parts)

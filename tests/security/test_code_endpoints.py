@@ -14,7 +14,7 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 
 from control_unit.models import NodeTestRun, Pipeline, Run
-from tests.security.conftest import marker_path, nodes_of, wait_for_run
+from tests.security.conftest import marker_path, node_document, wait_for_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,8 +34,8 @@ def hostile_code(marker: Path) -> str:
     )
 
 
-def document(code: str) -> dict[str, Any]:
-    return {"schema_version": 1, "nodes": [{"id": "n", "code": code, "outputs": ["value"]}], "edges": []}
+def document(code: str, isolation: str = "dedicated") -> dict[str, Any]:
+    return node_document(code, {}, isolation)
 
 
 def client_for(role: str | None) -> Client:
@@ -109,28 +109,31 @@ def test_editor_code_posts_are_stored_and_checked_as_text_never_executed(existin
     assert NodeTestRun.objects.count() == 0
 
 
-def test_code_posted_and_run_through_the_api_executes_only_inside_an_npu(celery_worker, sandbox):
+def test_code_posted_and_run_through_the_api_executes_only_inside_an_npu(sandbox):
     marker = marker_path("run")
     editor = client_for("editor")
-    created = send(
-        editor, "post", "/api/pipelines", {"name": "hostile", "document": document(hostile_code(marker))}
-    )
+    hostile = document(hostile_code(marker), sandbox.isolation)
+    created = send(editor, "post", "/api/pipelines", {"name": "hostile", "document": hostile})
     assert created.status_code == 201
     bystander = sandbox.start_bystander()
-    started = send(editor, "post", f"/api/pipelines/{created.json()['id']}/runs", {})
+    with sandbox.routed():
+        started = send(editor, "post", f"/api/pipelines/{created.json()['id']}/runs", {})
     assert started.status_code == 201, started.content
     run = wait_for_run(Run.objects.get(id=started.json()["id"]))
-    node = nodes_of(run)["n"]
+    node = sandbox.finished_run(run)
     # The code did run, and found its marker: inside its NPU, not on this host.
     assert run.state == "succeeded", node.error
     assert node.outputs == {"value": True}
     assert not marker.exists()
     assert not Path(f"{marker}-shell").exists()
+    sandbox.assert_execution_left_nothing(node)
     sandbox.assert_bystander_unaffected(bystander)
     sandbox.assert_worker_still_serves()
 
 
-def test_code_posted_to_the_node_test_endpoint_executes_only_inside_an_npu(celery_worker, sandbox):
+# A node test run always gets a single-use container; [dedicated] differs only in
+# its bystander and the honest node after it.
+def test_code_posted_to_the_node_test_endpoint_executes_only_inside_an_npu(sandbox):
     marker = marker_path("node-test")
     editor = client_for("editor")
     bystander = sandbox.start_bystander()

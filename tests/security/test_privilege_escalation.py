@@ -190,12 +190,15 @@ def image_file_sha256(engine, path: str) -> str:
 
 
 def test_writing_to_the_root_filesystem_fails_and_the_next_npu_gets_a_pristine_runtime(
-    sandbox, run_node, docker_engine
+    sandbox, docker_engine
 ):
     tampered = sandbox.attack(TAMPER)
     assert tampered.state == "succeeded", tampered.error
     assert set(tampered.outputs["value"].values()) <= {errno.EROFS, errno.EACCES}, tampered.outputs
-    # Checked against the image from the host: the next NPU runs the runtime unchanged.
+    # Checked against the image from the host: the next NPU (dedicated: the node's
+    # next execution, in the very NPU the attack ran in) runs the runtime unchanged.
     expected = image_file_sha256(docker_engine, "/opt/flowkit/flowkit/runtime.py")
-    after = run_node(READ_RUNTIME)
+    after = sandbox.run_node(READ_RUNTIME)
     assert after.outputs == {"value": expected}
+    if sandbox.isolation == "dedicated":
+        assert after.container_id == tampered.container_id

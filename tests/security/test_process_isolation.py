@@ -9,7 +9,7 @@ import uuid
 
 from django.conf import settings
 
-from tests.security.conftest import host_addresses, node_code, runtime, worker_pids
+from tests.security.conftest import host_addresses, node_code, runtime
 
 READ_EVERY_PROCESS = node_code(
     """
@@ -35,8 +35,8 @@ for pid in inputs_pids:
 ).replace("def main():\n", "def main():\n    inputs_pids = node.get_inputs()['pids']\n")
 
 
-def test_other_processes_environment_and_command_lines_are_out_of_reach_through_proc(sandbox, celery_worker):
-    pids = worker_pids(celery_worker)
+def test_other_processes_environment_and_command_lines_are_out_of_reach_through_proc(sandbox):
+    pids = sandbox.worker_pids()
     # From the host: the worker's environment does hold what the node must not see.
     host_environ = open(f"/proc/{pids[0]}/environ", "rb").read().decode()  # noqa: SIM115
     assert settings.SECRET_KEY in host_environ
@@ -45,8 +45,9 @@ def test_other_processes_environment_and_command_lines_are_out_of_reach_through_
     assert seen.state == "succeeded", seen.error
     found = seen.outputs["value"]
     everything = repr(found)
-    # Only the NPU's own processes are visible: the runtime (and what the node starts).
-    assert all("flowkit.runtime" in line or line == "" for line in found["cmdlines"]), found["cmdlines"]
+    # Only the NPU's own processes are visible: its fork server and the execution, a
+    # fork of it (and what the node starts).
+    assert all("flowkit.forkserver" in line or line == "" for line in found["cmdlines"]), found["cmdlines"]
     for foreign in ("celery", "daphne", "dockerd", "containerd", "postgres", "redis", "pytest"):
         assert foreign not in everything
     for secret in (settings.SECRET_KEY, settings.DATABASES["default"]["NAME"], "FLOWKIT_SECRET_KEYS"):
@@ -70,8 +71,8 @@ for pid in node.get_inputs()['pids']:
 )
 
 
-def test_signals_aimed_at_the_worker_reach_no_host_process(sandbox, celery_worker):
-    pids = worker_pids(celery_worker)
+def test_signals_aimed_at_the_worker_reach_no_host_process(sandbox):
+    pids = sandbox.worker_pids()
     signalled = sandbox.attack(SIGNAL_THE_WORKER, {"pids": pids})
     assert signalled.state == "succeeded", signalled.error
     sent = signalled.outputs["value"]
@@ -81,17 +82,19 @@ def test_signals_aimed_at_the_worker_reach_no_host_process(sandbox, celery_worke
         os.kill(pid, 0)  # from the host: every worker process is still there
 
 
-# The runtime that reports the node's result is pid 1 of the NPU, in the same
-# process as the node's code; kill(-1) reaches every process the node may signal.
+# The NPU's fork server is its pid 1; the node's code runs in a process forked from
+# it, which reports the node's result. kill(-1) would reach every process the node
+# may signal.
 SIGNAL_THE_RUNTIME = node_code(
     """
 import os, signal
+refused = {}
 for target in (-1, 1):
     try:
         os.kill(target, signal.SIGKILL)
-    except OSError:
-        pass
-value = 'the runtime survived'
+    except OSError as exc:
+        refused[target] = exc.errno
+value = {'survived': 'the runtime survived', 'refused': refused}
 """
 )
 
@@ -99,12 +102,16 @@ value = 'the runtime survived'
 def test_signals_aimed_at_the_npu_runtime_end_at_most_that_npu_with_a_clear_error(sandbox):
     signalled = sandbox.attack(SIGNAL_THE_RUNTIME)
     if runtime() == "runc":
-        # The kernel ignores SIGKILL sent to a pid namespace's init from inside it.
+        # kill(-1) is refused by the execution's seccomp filter; the kernel ignores
+        # SIGKILL sent to a pid namespace's init (the fork server) from inside it.
         assert signalled.state == "succeeded", signalled.error
-        assert signalled.outputs == {"value": "the runtime survived"}
+        assert signalled.outputs == {
+            "value": {"survived": "the runtime survived", "refused": {"-1": errno.EPERM}}
+        }
     else:
-        # gVisor gives its pid 1 no such protection: the node ends its own NPU, and
-        # the runner says so (the bystander and the worker are checked by attack()).
+        # gVisor gives its pid 1 no such protection: the node ends its own NPU (the
+        # fork server), and the runner says so (the bystander, the worker and, in
+        # dedicated mode, the NPU's replacement are checked by attack()).
         assert signalled.state == "failed"
         assert signalled.error["error_type"] == "NpuCrashed"
         assert "exit code 137" in signalled.error["message"]

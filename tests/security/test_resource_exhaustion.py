@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import errno
 
-from tests.security.conftest import node_code, processes_in_container, rss_mb, runtime, worker_pids
+from tests.security.conftest import node_code, rss_mb, runtime
 
 # The worker's processes may grow a little while they serve; a node that made the
 # runner buffer its flood would show as hundreds of megabytes.
 WORKER_RSS_BUDGET_MB = 400
 
 
-def worker_rss(celery_worker) -> float:
-    return max(rss_mb(pid) for pid in worker_pids(celery_worker))
+def worker_rss(sandbox) -> float:
+    return max(rss_mb(pid) for pid in sandbox.worker_pids())
 
 
 FORK_BOMB = node_code(
@@ -29,7 +29,7 @@ value = None
 )
 
 
-def test_fork_bomb_meets_the_pids_limit_and_ends_at_its_timeout(sandbox, docker_engine):
+def test_fork_bomb_meets_the_pids_limit_and_ends_at_its_timeout(sandbox):
     bombed = sandbox.attack(FORK_BOMB, timeout_s=4, pids=32)
     assert bombed.state == "failed"
     # runc: the pids cgroup stops the bomb and the timeout ends it. runsc: every
@@ -38,7 +38,7 @@ def test_fork_bomb_meets_the_pids_limit_and_ends_at_its_timeout(sandbox, docker_
     # either way it ends, clearly, inside its NPU.
     expected = {"NodeTimeout"} if runtime() == "runc" else {"NodeTimeout", "OutOfMemory", "NpuCrashed"}
     assert bombed.error["error_type"] in expected, bombed.error
-    assert processes_in_container(bombed.container_id) == []
+    sandbox.assert_execution_left_nothing(bombed)
 
 
 SPREAD_MEMORY_BOMB = node_code(
@@ -59,7 +59,7 @@ value = [os.waitpid(pid, 0)[1] for pid in children]  # killed hogs show signal 9
 )
 
 
-def test_memory_bomb_spread_over_processes_meets_one_shared_limit_and_is_reported(sandbox, celery_worker):
+def test_memory_bomb_spread_over_processes_meets_one_shared_limit_and_is_reported(sandbox):
     bombed = sandbox.attack(SPREAD_MEMORY_BOMB, memory_mb=128, timeout_s=30)
     # 6 x 96 MiB against 128 MiB for the whole NPU: the kernel's OOM killer takes
     # the hogs, and the runner reports the node as killed for memory even though its
@@ -67,7 +67,7 @@ def test_memory_bomb_spread_over_processes_meets_one_shared_limit_and_is_reporte
     assert bombed.state == "failed"
     assert bombed.error["error_type"] == "OutOfMemory", bombed.error
     assert "memory limit 128 MiB" in bombed.error["message"]
-    assert worker_rss(celery_worker) < WORKER_RSS_BUDGET_MB
+    assert worker_rss(sandbox) < WORKER_RSS_BUDGET_MB
 
 
 FILL_TMP = node_code(
@@ -109,12 +109,12 @@ value = 'all written'
 )
 
 
-def test_a_gigabyte_on_stdout_ends_with_an_output_flood_error(sandbox, celery_worker):
+def test_a_gigabyte_on_stdout_ends_with_an_output_flood_error(sandbox):
     flooded = sandbox.attack(GIGABYTE_ON_STDOUT)
     assert flooded.state == "failed"
     assert flooded.error["error_type"] == "OutputFlood"
     assert sum(len(line["message"]) for line in flooded.logs) <= 2 * 1024 * 1024
-    assert worker_rss(celery_worker) < WORKER_RSS_BUDGET_MB
+    assert worker_rss(sandbox) < WORKER_RSS_BUDGET_MB
 
 
 def forged(body: str) -> str:
@@ -138,12 +138,12 @@ value = 'all written'
 )
 
 
-def test_a_gigabyte_forged_onto_the_protocol_channel_is_cut_off(sandbox, celery_worker):
+def test_a_gigabyte_forged_onto_the_protocol_channel_is_cut_off(sandbox):
     flooded = sandbox.attack(GIGABYTE_ON_THE_CHANNEL)
     assert flooded.state == "failed"
     assert flooded.error["error_type"] == "ProtocolViolation"
     assert "frame larger than" in flooded.error["message"]
-    assert worker_rss(celery_worker) < WORKER_RSS_BUDGET_MB
+    assert worker_rss(sandbox) < WORKER_RSS_BUDGET_MB
 
 
 MANY_FRAMES_ON_THE_CHANNEL = forged(
@@ -156,12 +156,12 @@ value = 'all written'
 )
 
 
-def test_a_flood_of_forged_log_frames_is_cut_off_at_the_total_byte_cap(sandbox, celery_worker):
+def test_a_flood_of_forged_log_frames_is_cut_off_at_the_total_byte_cap(sandbox):
     flooded = sandbox.attack(MANY_FRAMES_ON_THE_CHANNEL)
     assert flooded.state == "failed"
     assert flooded.error["error_type"] == "ProtocolViolation"
     assert "more than" in flooded.error["message"]
-    assert worker_rss(celery_worker) < WORKER_RSS_BUDGET_MB
+    assert worker_rss(sandbox) < WORKER_RSS_BUDGET_MB
 
 
 DEEP_OUTPUT = node_code("value = []\nfor _ in range(100000):\n    value = [value]")

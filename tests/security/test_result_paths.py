@@ -4,9 +4,6 @@ touches the NPU's files, so nothing planted there can redirect a host write."""
 
 from __future__ import annotations
 
-import time
-
-from control_unit.actions import do_start_node_test_run
 from tests.security.conftest import marker_path, node_code
 
 
@@ -29,32 +26,26 @@ time.sleep(2)
     )
 
 
-def test_symlinks_planted_in_the_npu_lead_nowhere_on_the_host(sandbox, run_node, docker_engine):
+def test_symlinks_planted_in_the_npu_lead_nowhere_on_the_host(sandbox):
     host_path = marker_path("symlink")
     bystander = sandbox.start_bystander()
-    test_run = do_start_node_test_run(code=plant_symlinks(str(host_path)), inputs={}, label="symlinks")
-    deadline = time.monotonic() + 30
-    while not (npus := docker_engine.containers.list(filters={"label": f"flowkit.test_run={test_run.id}"})):
-        assert time.monotonic() < deadline, "the NPU never started"
-        time.sleep(0.05)
+    started = sandbox.start(plant_symlinks(str(host_path)))
+    npu = sandbox.npu_of(started)
     # From the host, while the links exist: the NPU shares no file or directory with
     # the host, so there is nothing a link could point the host at.
-    inspected = docker_engine.api.inspect_container(npus[0].id)
+    inspected = sandbox.engine.api.inspect_container(npu.id)
     assert inspected["Mounts"] == []
     assert not inspected["HostConfig"]["Binds"]
     assert inspected["HostConfig"]["ReadonlyRootfs"] is True
     assert set(inspected["HostConfig"]["Tmpfs"]) == {"/tmp"}
-    while not test_run.is_finished:
-        assert time.monotonic() < deadline + 30
-        time.sleep(0.05)
-        test_run.refresh_from_db()
-    assert test_run.state == "succeeded", test_run.error
-    outputs = test_run.outputs
+    planted = sandbox.finish(started, wait_s=60)
+    assert planted.state == "succeeded", planted.error
+    outputs = planted.outputs
     assert outputs["value"] == {"marker_inside": True}
     # Path-like port names stay names: stored as data, nothing created from them.
     assert outputs["../../../../tmp/x"] == 1
     assert outputs["/etc/passwd"] == 2
     assert not host_path.exists()
-    sandbox.assert_npu_is_gone(test_run)
+    sandbox.assert_execution_left_nothing(planted)
     sandbox.assert_bystander_unaffected(bystander)
     sandbox.assert_worker_still_serves()

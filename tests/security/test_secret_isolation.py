@@ -7,11 +7,10 @@ from __future__ import annotations
 import hashlib
 import time
 
-from control_unit.actions import do_start_node_test_run
 from secret_manager.actions import do_set_secret
 from secret_manager.models import SecretAuditEvent
 from tests.integration.conftest import wait_for_npu
-from tests.security.conftest import node_code, nodes_of, single_node_run, wait_for_run
+from tests.security.conftest import host_addresses, node_code, nodes_of, start_one_node_run, wait_for_run
 
 MINE = "mine-3f1c8e-value-the-node-may-use"
 THEIRS = "theirs-9a7b2d-value-of-another-node"
@@ -35,7 +34,13 @@ for name, module in list(sys.modules.items()):
     for item in vars(module).values():
         if isinstance(item, str) and 12 <= len(item) <= 200:
             strings.add(item)
-environment = open('/proc/self/environ', 'rb').read().replace(b'\\0', b' ').decode('utf-8', 'replace')
+# Its environment as the process holds it, and as the kernel shows it where it may: a
+# fork of the NPU's fork server is non-dumpable, so its own /proc files are root's.
+environment = ' '.join(f'{key}={item}' for key, item in os.environ.items())
+try:
+    environment += open('/proc/self/environ', 'rb').read().replace(b'\\0', b' ').decode('utf-8', 'replace')
+except OSError as exc:
+    environment += f' /proc/self/environ: errno {exc.errno}'
 value = {'strings': sorted(strings), 'environ': environment, 'holds_mine': mine in strings}
 """
 
@@ -61,7 +66,7 @@ def test_a_node_gets_only_the_secrets_its_own_code_references(sandbox):
     assert "***" in stored
     assert MINE not in stored
     assert THEIRS not in stored
-    assert resolved_names(f"test-{scanned.id}") == {"SEC_MINE"}
+    assert resolved_names(scanned.run_ref) == {"SEC_MINE"}
 
 
 def test_a_reference_assembled_so_the_runner_cannot_see_it_is_never_filled_in(sandbox):
@@ -73,7 +78,7 @@ def test_a_reference_assembled_so_the_runner_cannot_see_it_is_never_filled_in(sa
     assert tried.state == "failed"
     assert tried.error["error_type"] == "SecretNotDefined"
     assert THEIRS not in repr([tried.error, tried.outputs, tried.logs])
-    assert resolved_names(f"test-{tried.id}") == set()
+    assert resolved_names(tried.run_ref) == set()
     # Built at run time, a reference is only text.
     dynamic = sandbox.run_node(node_code("name = 'SEC_' + 'THEIRS'\nvalue = f'<<<secret::{name}>>>'"))
     assert dynamic.outputs == {"value": "<<<secret::SEC_THEIRS>>>"}
@@ -118,27 +123,18 @@ for last in range(2, 12):
 
 
 def test_another_run_s_secret_cannot_be_taken_from_its_live_npu(sandbox, docker_engine):
-    from tests.security.conftest import host_addresses
-
     set_secrets()
-    neighbour = single_node_run(NEIGHBOUR, name=f"neighbour {time.monotonic_ns()}")
+    neighbour = start_one_node_run(NEIGHBOUR, f"neighbour {time.monotonic_ns()}", sandbox.isolation)
     # The attack starts while the neighbour's NPU holds its secret.
     wait_for_npu(docker_engine, neighbour)
     gateway = host_addresses(docker_engine).npu_gateway
-    hunt = do_start_node_test_run(
-        code=HUNT, inputs={"gateway": gateway}, limits={"network": True}, label="hunt"
-    )
-    deadline = time.monotonic() + 60
-    while not hunt.is_finished:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-        hunt.refresh_from_db()
+    hunt = sandbox.finish(sandbox.start(HUNT, {"gateway": gateway}, network=True), wait_s=60)
     assert hunt.state == "succeeded", hunt.error
     assert THEIRS not in repr(hunt.outputs)
-    assert resolved_names(f"test-{hunt.id}") == {"SEC_MINE"}
+    assert resolved_names(hunt.run_ref) == {"SEC_MINE"}
     # The neighbour did hold it, and finished unharmed.
     neighbour = wait_for_run(neighbour)
     assert neighbour.state == "succeeded"
     assert nodes_of(neighbour)["n"].outputs == {"value": hashlib.sha256(THEIRS.encode()).hexdigest()}
-    sandbox.assert_npu_is_gone(hunt)
+    sandbox.assert_execution_left_nothing(hunt)
     sandbox.assert_worker_still_serves()

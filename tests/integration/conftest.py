@@ -339,7 +339,8 @@ def wait_until(what: str, check: Any, wait_s: float = 30) -> Any:
 
 def execution_processes(container: Any) -> dict[int, str]:
     """The host pids and states (R, S, T ...) of an NPU's processes other than its fork
-    server: those of the executions it runs now, found through the container's cgroup."""
+    server, found through the container's cgroup: those of the executions it runs now,
+    and while none runs, the process forked ahead for the next one."""
     container.reload()
     server = int(container.attrs["State"]["Pid"])
     found: dict[int, str] = {}

@@ -62,9 +62,12 @@ def test_an_engine_restart_mid_node_fails_the_attempt_clearly_and_the_retry_succ
     assert attempts[-1].outcome == "succeeded"
     assert celery_worker.process.poll() is None, "the worker kept serving"
     # The first attempt's NPU could not be removed while the engine was away; the
-    # worker's heartbeat removes it once it has been exited for 30 s.
+    # worker's heartbeat removes it once it has been exited for 30 s. (The retry's
+    # dedicated NPU stays for the node's next execution.)
     engine = docker.from_env()
     deadline = time.monotonic() + 60
-    while npu_containers(engine, run):
+    stopped = attempts[0].container_id
+    assert stopped, "the first attempt's NPU is in its trace"
+    while any(npu.id == stopped for npu in npu_containers(engine, run)):
         assert time.monotonic() < deadline, "the stopped NPU was never removed"
         time.sleep(0.5)

@@ -114,7 +114,14 @@ def npu_processes(container: Any) -> dict[int, NpuProcess]:
     pid 1)."""
     container.reload()
     if container.attrs["HostConfig"].get("Runtime") == "runsc":
-        return _runsc_processes(container.id)
+        try:
+            return _runsc_processes(container.id)
+        except subprocess.CalledProcessError:
+            # An NPU being replaced (removed off the node's path) leaves runsc nothing
+            # to ask; one still running must answer.
+            if container_exists(container.client, container.id) and _still_running(container):
+                raise
+            return {}
     server = int(container.attrs["State"]["Pid"])
     found = {}
     for pid in processes_in_container(container.id):
@@ -129,6 +136,14 @@ def npu_processes(container: Any) -> dict[int, NpuProcess]:
         in_npu = int(status["NSpid"].split()[-1])
         found[in_npu] = NpuProcess(in_npu, int(status["PPid"]) == server, command)
     return found
+
+
+def _still_running(container: Any) -> bool:
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return False
+    return container.status in ("running", "paused")
 
 
 def _runsc_processes(container_id: str) -> dict[int, NpuProcess]:

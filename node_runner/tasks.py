@@ -225,8 +225,10 @@ def record_node_outcome(
     for longer than its own retries. Idempotent like any report: an attempt that has
     moved on meanwhile (cancelled, or failed as lost) ignores it."""
     try:
-        applied = do_record_node_outcome(run_id, node_id, attempt, result)
+        # The timeline's row first: once the outcome is recorded, the run may be seen
+        # finished, and its execution must be there then.
         end_execution_recorded_late(run_id, node_id, attempt, result, worker)
+        applied = do_record_node_outcome(run_id, node_id, attempt, result)
     except DATABASE_UNAVAILABLE as exc:
         forget_connection()
         delay = min(RECORD_FIRST_DELAY_S * 2 ** (self.request.retries + 1), RECORD_MAX_DELAY_S)

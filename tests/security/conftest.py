@@ -116,9 +116,9 @@ def npu_processes(container: Any) -> dict[int, NpuProcess]:
     if container.attrs["HostConfig"].get("Runtime") == "runsc":
         try:
             return _runsc_processes(container.id)
-        except subprocess.CalledProcessError:
+        except (subprocess.CalledProcessError, SandboxGone):
             # An NPU being replaced (removed off the node's path) leaves runsc nothing
-            # to ask; one still running must answer.
+            # to ask, or no sandbox process at all; one still running must answer.
             if container_exists(container.client, container.id) and _still_running(container):
                 raise
             return {}
@@ -160,6 +160,10 @@ def _runsc_processes(container_id: str) -> dict[int, NpuProcess]:
     return found
 
 
+class SandboxGone(Exception):
+    """No runsc process of the container is left to name its state directory."""
+
+
 def _runsc_root(container_id: str) -> str:
     """The state directory the engine gave runsc (its sandbox process names it)."""
     for entry in Path("/proc").iterdir():
@@ -171,7 +175,7 @@ def _runsc_root(container_id: str) -> str:
             for arg in argv:
                 if arg.startswith(b"--root="):
                     return arg.removeprefix(b"--root=").decode()
-    raise AssertionError(f"no runsc process of {container_id[:12]} names its state directory")
+    raise SandboxGone(f"no runsc process of {container_id[:12]} names its state directory")
 
 
 def container_exists(engine: docker.DockerClient, container_id: str) -> bool:

@@ -4,9 +4,20 @@ Executions of one node share their NPU's uid. What keeps one from reading anothe
 memory is that every process the fork server starts is non-dumpable, and this filter,
 stacked on the engine's own profile: no ``ptrace``, no ``process_vm_readv/writev``, no
 ``pidfd_getfd``, and no ``kill(-1, ...)`` (which would signal every process of the NPU,
-the other executions' included). It is inherited by every process the node starts and
-cannot be removed. Unprivileged processes may install filters once no-new-privileges is
-set, which every NPU has.
+the other executions' included).
+
+It also refuses creating System V IPC objects and POSIX message queues. They outlive
+the process that made them, and gVisor gives the server no way to list them (no
+/proc/sysvipc, no /dev/mqueue), so the only way to be sure none is left for the next
+execution is that none is made. Shared memory through files (``/dev/shm``, which
+``multiprocessing`` uses) stays, and is wiped between executions.
+
+Every system call through another ABI than the machine's own (i386's ``int 0x80`` on
+x86_64, or x32) is refused: a filter that matches numbers of one ABI says nothing about
+the same numbers in another.
+
+It is inherited by every process the node starts and cannot be removed. Unprivileged
+processes may install filters once no-new-privileges is set, which every NPU has.
 """
 
 from __future__ import annotations
@@ -26,19 +37,28 @@ SECCOMP_RET_ERRNO = 0x00050000
 # BPF instructions (linux/filter.h).
 LD_W_ABS = 0x20
 JEQ_K = 0x15
+JSET_K = 0x45
 RET_K = 0x06
 
 # seccomp_data: nr (u32), arch (u32), instruction_pointer (u64), args[6] (u64).
 OFFSET_NR, OFFSET_ARCH, OFFSET_ARG0_LOW = 0, 4, 16
 
-# (audit arch, {syscall: number}) per machine.
+# (audit arch, {syscall: number}, bit set on the numbers of a second ABI sharing the
+# arch value, or 0) per machine.
 SYSCALLS = {
     "x86_64": (0xC000003E, {"ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
-                            "pidfd_getfd": 438, "kill": 62}),
+                            "pidfd_getfd": 438, "shmget": 29, "semget": 64, "msgget": 68,
+                            "mq_open": 240, "kill": 62},
+               0x40000000),  # x32
     "aarch64": (0xC00000B7, {"ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
-                             "pidfd_getfd": 438, "kill": 129}),
+                             "pidfd_getfd": 438, "shmget": 194, "semget": 190, "msgget": 186,
+                             "mq_open": 180, "kill": 129},
+                0),
 }  # fmt: skip
-DENIED = ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd")
+DENIED = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd",
+    "shmget", "semget", "msgget", "mq_open",
+)  # fmt: skip
 
 
 class SeccompUnavailable(Exception):
@@ -53,15 +73,16 @@ def filter_program(machine: str) -> bytes:
     """The filter's BPF program for ``machine`` (as ``platform.machine()`` names it)."""
     if machine not in SYSCALLS:
         raise SeccompUnavailable(f"no syscall table for {machine}")
-    arch, numbers = SYSCALLS[machine]
+    arch, numbers, second_abi_bit = SYSCALLS[machine]
     deny = SECCOMP_RET_ERRNO | errno.EPERM
     program = [
         _instruction(LD_W_ABS, OFFSET_ARCH),
-        # Another ABI than the table's (none is expected): leave it to the engine's profile.
         _instruction(JEQ_K, arch, jt=1, jf=0),
-        _instruction(RET_K, SECCOMP_RET_ALLOW),
+        _instruction(RET_K, deny),
         _instruction(LD_W_ABS, OFFSET_NR),
     ]
+    if second_abi_bit:
+        program += [_instruction(JSET_K, second_abi_bit, jt=0, jf=1), _instruction(RET_K, deny)]
     for name in DENIED:
         program += [_instruction(JEQ_K, numbers[name], jt=0, jf=1), _instruction(RET_K, deny)]
     program += [

@@ -8,6 +8,8 @@ or another's through /proc or ``ptrace`` (each execution also installs a seccomp
 filter, ``_seccomp``). It never holds a job: the execution's own process reads its job
 from stdin, and its frames are moved to stdout by ``splice``, so neither a job nor a
 result passes through the server's memory, which every later fork would inherit.
+(gVisor cannot splice from the execution's socket to the engine's pipe: there the
+frames pass through one fixed buffer of the server, zeroed after each move.)
 
 Wire protocol (runner -> NPU, on stdin): fixed 64-byte ASCII headers, space-padded and
 ending in a newline::
@@ -25,9 +27,10 @@ events (``flowkit.runtime``), opaque to the server. An execution can write only 
 its own stream, so it cannot forge another's frames or the server's.
 
 When an execution's leader exits, every process left of it is killed, its stream is
-drained to its end, its files are removed (all of /tmp, /dev/shm and System V IPC
-once no other execution runs), and only then is ``exited`` sent: the next execution
-of the node finds nothing of the previous one.
+drained to its end, its files are removed (all of /tmp and /dev/shm once no other
+execution runs; what cannot be removed ends the server, so that the NPU is replaced),
+and only then is ``exited`` sent: the next execution of the node finds nothing of the
+previous one.
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ import platform
 import random
 import re
 import select
-import shutil
 import signal
 import stat
 import sys
@@ -52,7 +54,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from . import PROTOCOL_VERSION, _processes, _seccomp
+from . import PROTOCOL_VERSION, _channels, _processes, _seccomp
 from ._channel import Channel
 
 HEADER_BYTES = 64
@@ -66,7 +68,7 @@ CLEANUP_DEADLINE_S = 5.0
 # is the container's PID 1); run elsewhere (the runtime's own tests) the server uses
 # FLOWKIT_SCRATCH_DIR alone and touches nothing else of the machine it runs on.
 NPU_SCRATCH = "/tmp"  # noqa: S108 - inside the NPU
-NPU_SHARED_PLACES = ("/dev/shm", "/dev/mqueue")  # noqa: S108 - inside the NPU
+NPU_SHARED_PLACES = ("/dev/shm",)  # noqa: S108 - inside the NPU
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 _LIBC: Any = ctypes.CDLL(None, use_errno=True)
@@ -83,8 +85,8 @@ class Spare:
     depend on it, waiting for its assignment (``wait_as_spare``)."""
 
     pid: int
-    stream: int  # read end of its frame pipe
-    assign: int  # write end of its assignment pipe
+    stream: int  # read end of its frame channel
+    assign: int  # write end of its assignment channel
     # The server's own copy of the read end: whether an assignment is still unread
     # there says whether a spare that died had touched its job.
     assign_read: int
@@ -94,7 +96,7 @@ class Spare:
 class Execution:
     name: str
     pid: int
-    stream: int  # read end of the execution's frame pipe
+    stream: int  # read end of the execution's frame channel
     memory_limit: int
     started: float = field(default_factory=time.monotonic)
     leader_status: int | None = None
@@ -102,7 +104,7 @@ class Execution:
     stream_open: bool = True
     paused: bool = False
     memory_exceeded: bool = False
-    # Given to a spare: its assignment pipe (until its first frame), the job's size.
+    # Given to a spare: its assignment channel (until its first frame), the job's size.
     assignment: int | None = None
     job_bytes: int = 0
     peak_rss: int = 0
@@ -126,10 +128,11 @@ class ForkServer:
         self.reading_job: Execution | None = None
         self.base_environment = dict(os.environ)
         self.next_usage = 0.0
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        # Scratch space for a job the server must skip: the only buffer that ever holds
-        # job bytes in the server, zeroed after use.
+        self._wake_read, self._wake_write = _channels.private_channel(nonblocking=True)
+        # Scratch space for a job the server must skip, or frames it cannot splice: the
+        # only buffer that ever holds an execution's bytes in the server, zeroed after use.
         self._scratch = bytearray(64 * 1024)
+        self.can_splice = True
 
     # --- the loop ------------------------------------------------------------------
 
@@ -224,7 +227,7 @@ class ForkServer:
         self.fork_execution(name, job_bytes, memory_limit)
 
     def fork_execution(self, name: str, job_bytes: int, memory_limit: int) -> None:
-        stream_read, stream_write = os.pipe2(os.O_CLOEXEC)
+        stream_read, stream_write = _channels.private_channel()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -272,8 +275,8 @@ class ForkServer:
         could run next (one execution at a time, and one runs)."""
         if self.spare is not None or (self.executions and not self.subreapers):
             return
-        stream_read, stream_write = os.pipe2(os.O_CLOEXEC)
-        assign_read, assign_write = os.pipe2(os.O_CLOEXEC)
+        stream_read, stream_write = _channels.private_channel()
+        assign_read, assign_write = _channels.private_channel()
         try:
             pid = os.fork()
         except OSError:
@@ -294,7 +297,7 @@ class ForkServer:
         if spare is None:
             return None
         try:
-            # A few bytes into an empty pipe: never blocks, even if the spare is gone.
+            # A few bytes into an empty channel: never blocks, even if the spare is gone.
             write_all(spare.assign, f"{name} {job_bytes}\n".encode("ascii"))
         finally:
             os.close(spare.assign)
@@ -365,9 +368,28 @@ class ForkServer:
             execution.assignment = None
         header = f"{execution.name} {available}\n".encode("ascii")
         write_all(self.out, header)
-        moved = 0
-        while moved < available:
-            moved += os.splice(fd, self.out, available - moved)
+        while available > 0:
+            available -= self.move(fd, available)
+
+    def move(self, fd: int, size: int) -> int:
+        """Move up to ``size`` bytes from ``fd`` to stdout; how many moved."""
+        if self.can_splice:
+            try:
+                return os.splice(fd, self.out, size)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self.can_splice = False  # gVisor: not from a socket into the engine's pipe
+        view = memoryview(self._scratch)[: min(size, len(self._scratch))]
+        got = 0
+        try:
+            got = os.readv(fd, [view])
+            if got == 0:
+                raise ServerBroken("an execution's stream ended inside a chunk")
+            write_all(self.out, view[:got])
+        finally:
+            view[:got] = bytes(got)
+        return got
 
     # --- ends of executions ---------------------------------------------------------
 
@@ -562,14 +584,14 @@ def wait_as_spare(stream: int, assign: int, environment: dict[str, str], subreap
 
 def leave_server(stream: int, keep: int | None = None) -> None:
     """Keep nothing of the server's but stdin (until the job is read), stderr (a crash
-    report) and this execution's own frame pipe, as fd 3: fd 1 is the server's frame
+    report) and this execution's own frame channel, as fd 3: fd 1 is the server's frame
     stream."""
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGCHLD, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     os.setsid()
     if keep is not None and keep <= 3:
-        raise OSError("the assignment pipe would be overwritten")
+        raise OSError("the assignment channel would be overwritten")
     if stream != 3:
         os.dup2(stream, 3, inheritable=False)
     null = os.open(os.devnull, os.O_WRONLY)
@@ -635,12 +657,26 @@ def workdir_of(name: str) -> str:
 # --- helpers -----------------------------------------------------------------------------
 
 
+def blank_initial_environment() -> None:
+    """Zero the environment the server was started with, where /proc/<pid>/environ
+    reads it, and empty libc's list; ``os.environ`` keeps Python's copy, which each
+    execution sets again. gVisor (20221219) shows that memory to the same uid whatever
+    dumpable says, and every process of the NPU is forked from the server. (It holds
+    the image's environment only, never a secret; now it holds nothing.)"""
+    environ = ctypes.POINTER(ctypes.c_void_p).in_dll(_LIBC, "environ")
+    index = 0
+    while environ[index]:
+        ctypes.memset(environ[index], 0, _LIBC.strlen(ctypes.c_void_p(environ[index])))
+        index += 1
+    _LIBC.clearenv()
+
+
 def pending_bytes(fd: int) -> int:
     raw = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
     return int.from_bytes(raw, sys.byteorder, signed=True)
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -670,52 +706,72 @@ def network_bytes() -> tuple[int | None, int | None]:
 
 
 def remove_tree(path: str) -> None:
-    """Remove ``path`` whatever its modes (a node may have chmod-ed its own files away)."""
+    """Remove ``path`` whatever a node did to it, or raise ServerBroken: the NPU is then
+    replaced rather than handed to the next execution with something left in it.
 
-    def unlock_and_retry(function: Any, failed: str, _exc: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(failed) or failed, stat.S_IRWXU)
-            os.chmod(failed, stat.S_IRWXU)
-            function(failed)
-
-    if os.path.lexists(path):
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, onerror=unlock_and_retry)
+    A node may have taken every mode away from its own directories (the same uid may
+    give them back, which is what happens here, top down), or built a tree deeper than
+    any recursion or path length allows: the walk holds one descriptor and a list of
+    names, going down by name and back up through ``..``. No process of the execution
+    is left to move things while it runs."""
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            _remove_directory(path)
         else:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ServerBroken(f"{path} could not be removed: {exc.strerror}") from None
+    if os.path.lexists(path):
+        raise ServerBroken(f"{path} could not be removed")
+
+
+def _remove_directory(path: str) -> None:
+    parent, name = os.path.split(path)
+    here = os.open(parent or ".", os.O_RDONLY | os.O_DIRECTORY)
+    below: list[str] = []  # the names from ``parent`` down to ``here``
+    going_down: str | None = name
+    try:
+        while True:
+            if going_down is not None:
+                os.chmod(going_down, stat.S_IRWXU, dir_fd=here)
+                down = os.open(going_down, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=here)
+                os.close(here)
+                here = down
+                below.append(going_down)
+                going_down = None
+            with os.scandir(here) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        going_down = entry.name
+                        break
+                    os.unlink(entry.name, dir_fd=here)
+            if going_down is not None:
+                continue
+            up = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=here)
+            os.close(here)
+            here = up
+            os.rmdir(below.pop(), dir_fd=here)
+            if not below:
+                return
+    finally:
+        os.close(here)
 
 
 def wipe_shared_places() -> None:
-    """Empty what every execution of the NPU can write: /tmp, /dev/shm, /dev/mqueue and
-    System V IPC. Only called while no execution runs."""
+    """Empty what every execution of the NPU can write: /tmp and /dev/shm. Only called
+    while no execution runs. (System V IPC and POSIX message queues cannot be made by
+    an execution at all: see _seccomp.)"""
     for place in (scratch_dir(), *(NPU_SHARED_PLACES if in_npu() else ())):
-        with contextlib.suppress(OSError):
-            for entry in os.listdir(place):
-                remove_tree(os.path.join(place, entry))
-    if in_npu():
-        remove_ipc_objects()
-
-
-IPC_RMID = 0
-SYSV_IPC = (("/proc/sysvipc/shm", "shmctl"), ("/proc/sysvipc/sem", "semctl"), ("/proc/sysvipc/msg", "msgctl"))
-
-
-def remove_ipc_objects() -> None:
-    for listing, remover in SYSV_IPC:
         try:
-            with open(listing, encoding="ascii") as handle:
-                rows = handle.readlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) < 2:
-                continue
-            if remover == "semctl":
-                getattr(_LIBC, remover)(int(fields[1]), 0, IPC_RMID)
-            else:
-                getattr(_LIBC, remover)(int(fields[1]), IPC_RMID, None)
+            entries = os.listdir(place)
+        except FileNotFoundError:
+            continue  # this runtime has no such place
+        except OSError as exc:
+            raise ServerBroken(f"{place} could not be listed: {exc.strerror}") from None
+        for entry in entries:
+            remove_tree(os.path.join(place, entry))
 
 
 def warm_up() -> None:
@@ -754,6 +810,10 @@ def main() -> None:
     # Non-dumpable, and so is every process forked from it: /proc/<pid>/mem, environ
     # and ptrace are refused to the other processes of the NPU.
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    # Under gVisor those /proc files are open to the same uid anyway: nothing is left
+    # in them to take (see each).
+    _channels.seal_stdio()
+    blank_initial_environment()
     # As PID 1 it adopts every orphan anyway; elsewhere (tests) this makes it so.
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     subreapers = children_may_be_subreapers()

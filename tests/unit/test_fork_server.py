@@ -138,6 +138,31 @@ def test_an_execution_starts_in_an_empty_directory_of_its_own_which_is_removed_a
     assert list((tmp_path / "scratch").iterdir()) == []
 
 
+def test_locked_and_deep_trees_left_in_tmp_are_gone_before_the_next_execution(server, tmp_path):
+    code = """
+import os
+os.makedirs('../locked/deeper')
+open('../locked/deeper/left', 'w').write('x')
+os.chmod('../locked/deeper', 0)
+os.chmod('../locked', 0)
+os.mkdir('locked-here')
+os.chmod('locked-here', 0)
+here = os.open('..', os.O_RDONLY)
+for _ in range(3000):  # deeper than any recursion limit or PATH_MAX
+    os.mkdir('d', dir_fd=here)
+    below = os.open('d', os.O_RDONLY, dir_fd=here)
+    os.close(here)
+    here = below
+return [], {}, ''
+"""
+    server.run("lock", probe(code))
+    assert server.exited("lock")["code"] == 0
+    server.run("after", probe("import os\nreturn [], {'tmp': os.listdir('..')}, ''"))
+    server.exited("after")
+    assert server.result("after")["outputs"] == {"tmp": ["exec-after"]}
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
 def test_a_daemon_left_by_an_execution_is_killed_before_its_end_is_reported(server):
     daemon = """
 import os, time
@@ -215,10 +240,12 @@ def test_usage_is_reported_while_an_execution_runs(server):
     server.exited("busy")
 
 
-def test_an_execution_cannot_ptrace_or_signal_every_process(server):
+def test_an_execution_cannot_ptrace_signal_every_process_or_make_ipc_objects(server):
     code = """
 import ctypes, os, signal
 libc = ctypes.CDLL(None, use_errno=True)
+def refused(result):
+    return ctypes.get_errno() if result == -1 else f'made {result}'
 traced = libc.ptrace(16, os.getppid(), 0, 0)  # PTRACE_ATTACH
 trace_errno = ctypes.get_errno()
 try:
@@ -226,13 +253,21 @@ try:
     broadcast = 'sent'
 except OSError as exc:
     broadcast = exc.errno
-return [], {'ptrace': [traced, trace_errno], 'broadcast': broadcast}, ''
+IPC_PRIVATE, IPC_CREAT = 0, 0o1000
+ipc = {
+    'shmget': refused(libc.shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0o600)),
+    'semget': refused(libc.semget(IPC_PRIVATE, 1, IPC_CREAT | 0o600)),
+    'msgget': refused(libc.msgget(IPC_PRIVATE, IPC_CREAT | 0o600)),
+    'mq_open': refused(libc.mq_open(b'/left', os.O_CREAT | os.O_RDWR, 0o600, None)),
+}
+return [], {'ptrace': [traced, trace_errno], 'broadcast': broadcast, 'ipc': ipc}, ''
 """
     server.run("p", probe(code))
     server.exited("p")
     outputs = server.result("p")["outputs"]
     assert outputs["ptrace"] == [-1, 1]  # EPERM
     assert outputs["broadcast"] == 1
+    assert outputs["ipc"] == {"shmget": 1, "semget": 1, "msgget": 1, "mq_open": 1}
     server.run("after", make_job(ADD_NODE, {"a": 1, "b": 1}))
     server.exited("after")
     assert server.result("after")["outputs"] == {"out": 2}
@@ -272,3 +307,25 @@ def test_the_next_execution_runs_even_when_its_spare_process_died_while_waiting(
 def _children(pid: int) -> list[int]:
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
     return [int(child) for child in found.stdout.split()]
+
+
+def test_no_descriptor_of_the_server_can_be_opened_through_proc(server):
+    """gVisor opens /proc/<pid>/fd of a same-uid process whatever dumpable says: the
+    server's channels are sockets, which no open through /proc reaches, and the pipes
+    the engine hands it are left without any mode."""
+    server.run("one", make_job(ADD_NODE, {"a": 1, "b": 1}))
+    server.exited("one")  # and its spare, forked for the next one, waits
+    held = Path(f"/proc/{server.process.pid}/fd")
+    kinds = {}
+    for fd in held.iterdir():
+        target = os.readlink(fd)
+        if target.startswith("pipe:"):
+            assert fd.stat().st_mode & 0o7777 == 0, (fd.name, target)
+        kinds[fd.name] = target.partition(":")[0]
+    assert kinds["0"] == kinds["1"] == "pipe"
+    assert "socket" in kinds.values()
+    assert set(kinds.values()) <= {"pipe", "socket", "/dev/null"}, kinds
+    code = "import os\nreturn [], {'channel': os.readlink('/proc/self/fd/3')}, ''"
+    server.run("two", probe(code))
+    server.exited("two")
+    assert server.result("two")["outputs"]["channel"].startswith("socket:")

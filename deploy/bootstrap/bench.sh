@@ -9,6 +9,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 ensure_test_stack
+# The NPU figures are measured under gVisor too (beside runc, not as a target).
+ensure_gvisor
 cd "$REPO"
 
 "$VENV/bin/python" -m pytest -p no:xdist -m benchmark -s tests/benchmarks "$@"

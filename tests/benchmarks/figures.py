@@ -30,7 +30,7 @@ WARM, DISABLED = "pool warm", "pool disabled"
 COLD, HOT = "dedicated cold", "dedicated warm"
 # Dedicated NPUs on a worker as deployed: two processes, the default bound.
 DEFAULTS = "dedicated, worker defaults"
-DEFAULTS_WORKER = "worker defaults (2 processes, at most 16 NPUs each)"
+DEFAULTS_WORKER = "worker defaults (2 processes, at most FLOWKIT_NPU_DEDICATED_MAX NPUs each)"
 CHAIN_SETTINGS = (HOT, COLD, WARM, DISABLED)
 LABELS = {
     HOT: "dedicated NPUs, warm (second run)",
@@ -217,8 +217,8 @@ def _chain(sizes: Sizes) -> Section | None:
         "the first run of a freshly saved pipeline, whose nodes each adopt an NPU from the warm pool (or "
         "start one when the pool is empty); warm: the second run of the same version. A Celery worker's "
         "prefork processes each keep their own dedicated NPUs, so these rows use a worker pinned to one "
-        f"process, with `FLOWKIT_NPU_DEDICATED_MAX={DEDICATED_PINNED_MAX}` (the default, 16 per process, is "
-        f"fewer than the chain's {sizes.chain} nodes).{reuse_note} The worker-defaults rows show what two "
+        f"process, with `FLOWKIT_NPU_DEDICATED_MAX={DEDICATED_PINNED_MAX}` (room for the chain's {sizes.chain} "
+        f"nodes).{reuse_note} The worker-defaults rows show what two "
         "processes and the default bound give instead. `isolation: container`: a single-use container per "
         "execution, with the pool warm (two worker processes, as before issue 14) or disabled. Prefect 3, "
         "in its own virtual environment (~/.cache/flowkit-bench/prefect-venv, installed by the benchmark), "

@@ -56,7 +56,7 @@ class PoolSetting:
 POOL_WARM = PoolSetting("pool warm", {"FLOWKIT_NPU_POOL_MAX": "4", "FLOWKIT_NPU_POOL_MIN": "2"})
 POOL_DISABLED = PoolSetting("pool disabled", {"FLOWKIT_NPU_POOL_MAX": "0"})
 # The pool as deployed (dedicated NPUs are adopted from it), one process, and room for
-# a 40-node chain's NPUs (the default FLOWKIT_NPU_DEDICATED_MAX is 16 per process).
+# a 40-node chain's NPUs whatever FLOWKIT_NPU_DEDICATED_MAX the installation sets.
 DEDICATED_PINNED_MAX = 64
 DEDICATED_PINNED = PoolSetting(
     "dedicated, one process",

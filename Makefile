@@ -17,4 +17,4 @@ bench:
 	bash deploy/bootstrap/bench.sh $(ARGS)
 
 lint:
-	.venv/bin/ruff check . && .venv/bin/mypy .
+	.venv/bin/ruff check . && .venv/bin/mypy . && .venv/bin/lint-imports --no-cache

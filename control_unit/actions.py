@@ -11,11 +11,11 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from control_unit import audit
+from control_unit import audit, dispatcher
+from control_unit.limits import NodeLimits
 from control_unit.models import NodeTestRun
 from control_unit.models import NodeTestRunState as S
 from control_unit.transitions import InvalidTransition, sources_of
-from node_runner.limits import NodeLimits
 
 
 @transaction.atomic
@@ -33,9 +33,7 @@ def do_start_node_test_run(
     )
     # A node test executes arbitrary code, as a run does: it is audited like one.
     audit.record("node_test.start", user, test_run.id, label=label)
-    from node_runner.tasks import run_node_test
-
-    transaction.on_commit(lambda: run_node_test.delay(str(test_run.id)))
+    transaction.on_commit(lambda: dispatcher.current().send_node_test(str(test_run.id)))
     return test_run
 
 

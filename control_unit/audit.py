@@ -27,3 +27,12 @@ def record(
         detail=detail,
         ip=ip,
     )
+
+
+def record_secret_event(sender: Any, *, event: Any, user: Any, **kwargs: Any) -> None:
+    """The vault's own audit event (secret_manager.signals.secret_audited), said again
+    in the general audit log beside sign-ins, pipeline edits and run controls."""
+    record(
+        f"secret.{event.action}", user, ",".join(event.names), run=event.run_id or None,
+        node=event.node_id or None, detail=event.detail or None,
+    )  # fmt: skip

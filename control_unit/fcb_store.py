@@ -15,9 +15,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from control_unit.dispatcher import current as current_dispatcher
 from control_unit.fcb import TERMINAL_NODE_STATES, TERMINAL_RUN_STATES, Fcb, NodeRecord, Step, Transition
 from control_unit.graph import Graph, parse_graph
 from control_unit.models import NodeRun, PipelineVersion, Run, RunTransition
+from control_unit.routing import queue_for
 from trace_monitor import recorder as trace_recorder
 from trace_monitor.kinds import transition_kind
 from trace_monitor.previews import cap_ports
@@ -159,17 +161,14 @@ def _transition_draft(transition: Transition, fcb: Fcb, at: datetime) -> trace_r
 
 def _send(run_id: str, dispatches: list[tuple[str, int, float, tuple[str, ...]]]) -> None:
     from control_unit.worker_wait import note_waiting_nodes
-    from node_runner.routing import queue_for
-    from node_runner.tasks import run_node
 
     base = settings.FLOWKIT_CELERY_QUEUE
+    dispatcher = current_dispatcher()
     for node_id, attempt, delay_s, requires in dispatches:
         try:
             # The queue carries the node's capability wishes: only workers that offer
-            # all of them consume it (node_runner.routing).
-            run_node.apply_async(
-                (run_id, node_id, attempt), countdown=delay_s or None, queue=queue_for(base, requires)
-            )
+            # all of them consume it (control_unit.routing).
+            dispatcher.send_node(run_id, node_id, attempt, delay_s=delay_s, queue=queue_for(base, requires))
         except Exception:
             # The broker is unreachable (restarting, say). The node stays queued and
             # the dispatch watchdog re-sends it once it is overdue; the run's state

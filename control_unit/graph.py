@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard, TypeVar
 
-from node_runner.limits import LIMIT_BOUNDS
-from node_runner.routing import CAPABILITY_RULE, MAX_CAPABILITIES, is_capability
+from control_unit.limits import LIMIT_BOUNDS
+from control_unit.routing import CAPABILITY_RULE, MAX_CAPABILITIES, is_capability
 
 SCHEMA_VERSION = 1
 NODE_ID_PATTERN = r"[A-Za-z_][A-Za-z0-9_-]{0,63}"
@@ -113,7 +113,7 @@ class NodeSpec:
     backoff_s: float = DEFAULT_BACKOFF_S
     image: str | None = None
     continue_on_error: bool = False
-    # Worker capabilities the node needs (node_runner.routing), sorted and unique.
+    # Worker capabilities the node needs (control_unit.routing), sorted and unique.
     requires: tuple[str, ...] = ()
     # "dedicated": the node's own long-lived NPU, a fresh process per execution;
     # "container": a single-use container per execution (node_runner.dedicated_npus).

@@ -11,7 +11,7 @@ from django.db import transaction
 from control_unit import audit
 from control_unit.graph import InvalidPipeline, Problem, validate_document
 from control_unit.models import Pipeline, PipelineVersion
-from node_runner.storable import unstorable_path
+from control_unit.storable import unstorable_path
 
 EXPORT_FORMAT = "flowkit-pipeline"
 

@@ -1,6 +1,6 @@
 """Nodes waiting for a worker that can take them.
 
-A node that requires capabilities goes to its capability queue (node_runner.routing),
+A node that requires capabilities goes to its capability queue (control_unit.routing),
 where Celery keeps it until a worker offering them consumes that queue: the node
 starts as soon as such a worker comes up, with nothing to re-send. While no online
 worker offers them, the node says so, on its row (``reason``, shown by the API and
@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from control_unit.fcb_store import graph_of_version, lock_run
 from control_unit.models import NodeRun
-from node_runner.routing import missing_capability_reason
+from control_unit.routing import missing_capability_reason
 from trace_monitor import recorder
 from trace_monitor.kinds import WAITING
 from trace_monitor.models import WorkerStatus

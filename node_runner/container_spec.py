@@ -32,7 +32,7 @@ RUNSC_PIDS_PER_NODE_PID = 2
 
 
 class ContainerLimits(Protocol):
-    """The limits fixed when a container is created (node_runner.limits.NodeLimits;
+    """The limits fixed when a container is created (control_unit.limits.NodeLimits;
     node_runner.warm_pool.PoolProfile for containers started before their node is known)."""
 
     @property

@@ -35,8 +35,8 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
+from control_unit.limits import NodeLimits
 from node_runner.container_spec import DEDICATED_LABEL, npu_container_options
-from node_runner.limits import NodeLimits
 from node_runner.npu_connection import NpuConnection
 from node_runner.npu_execution import ensure_npu_network
 from node_runner.ready_npu import ReadyNpu, remove_npu, start_npu

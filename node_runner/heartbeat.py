@@ -37,13 +37,13 @@ from django.utils import timezone
 from kombu.exceptions import ChannelError
 
 from control_unit.run_actions import do_fail_stranded_attempts, do_redispatch_overdue
+from control_unit.trace_retention import prune_traces, take_prune_turn
 from control_unit.worker_wait import do_note_waiting_nodes
 from node_runner.npu_inventory import running_npus
 from node_runner.reaper import reap_exited, reap_worker_containers
 from trace_monitor.models import WorkerStatus
 from trace_monitor.node_trace import end_lost_executions
 from trace_monitor.resource_monitor import HostLoad, WorkerPool, mark_lost_workers, record_heartbeat
-from trace_monitor.retention import prune_traces, take_prune_turn
 
 log = logging.getLogger(__name__)
 

@@ -21,14 +21,14 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
+from control_unit.limits import NodeLimits
+from control_unit.storable import clean, clean_text, unstorable_path
 from node_runner.container_spec import npu_container_options
 from node_runner.docker_engine import engine
-from node_runner.limits import NodeLimits
 from node_runner.npu_connection import ExecutionChannel, NpuConnection, NpuGone
 from node_runner.ready_npu import ReadyNpu, remove_npu, start_npu
-from node_runner.resource_sampler import NpuSample
-from node_runner.storable import clean, clean_text, unstorable_path
 from node_runner.wire import TERMINAL_TYPES, FrameReader, NpuJob, ProtocolViolation, frame_limits
+from trace_monitor.samples import NpuSample
 
 log = logging.getLogger(__name__)
 

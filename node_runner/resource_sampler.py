@@ -10,22 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from trace_monitor.samples import NpuSample
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class NpuSample:
-    at: datetime
-    cpu_percent: float | None  # of one CPU, like `docker stats`; None without a previous reading
-    memory_bytes: int  # without the reclaimable page cache, like `docker stats`
-    memory_limit_bytes: int | None
-    net_rx_bytes: int | None  # None: the NPU has no network
-    net_tx_bytes: int | None
-    pids: int | None
 
 
 def npu_sample(stats: dict[str, Any], at: datetime | None = None) -> NpuSample | None:

@@ -11,17 +11,11 @@ from celery import shared_task
 from django.conf import settings
 
 from control_unit.actions import do_claim_node_test_run, do_finish_node_test_run
+from control_unit.limits import LimitError, NodeLimits
 from control_unit.models import NodeTestRun, Run
 from control_unit.run_actions import ClaimedNode, do_claim_node, do_record_node_outcome
 from node_runner import heartbeat  # noqa: F401 - connects the worker's heartbeat to Celery's signals
-from node_runner.database_retry import (
-    DATABASE_ATTEMPTS,
-    DATABASE_UNAVAILABLE,
-    forget_connection,
-    with_database_retry,
-)
 from node_runner.dedicated_npus import NodePlacement, current_registry
-from node_runner.limits import LimitError, NodeLimits
 from node_runner.npu_execution import NpuOutcome, RunControl, execute_in_npu
 from node_runner.ready_npu import NpuUnavailable
 from node_runner.warm_pool import WarmPool, current_pool
@@ -30,6 +24,12 @@ from secret_manager.actions import resolve_secrets
 from secret_manager.errors import SecretError, UnknownSecret
 from secret_manager.masking import Masker
 from secret_manager.references import referenced_names
+from trace_monitor.database_retry import (
+    DATABASE_ATTEMPTS,
+    DATABASE_UNAVAILABLE,
+    forget_connection,
+    with_database_retry,
+)
 from trace_monitor.node_trace import NodeTrace, end_execution_recorded_late
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,10 @@ def record_node_outcome(
     try:
         # The timeline's row first: once the outcome is recorded, the run may be seen
         # finished, and its execution must be there then.
-        end_execution_recorded_late(run_id, node_id, attempt, result, worker)
+        pipeline_id = Run.objects.filter(id=run_id).values_list("pipeline_id", flat=True).first()
+        end_execution_recorded_late(
+            run_id, None if pipeline_id is None else str(pipeline_id), node_id, attempt, result, worker
+        )
         applied = do_record_node_outcome(run_id, node_id, attempt, result)
     except DATABASE_UNAVAILABLE as exc:
         forget_connection()

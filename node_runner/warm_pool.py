@@ -37,12 +37,12 @@ import redis
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_shutdown
 from django.conf import settings
 
+from control_unit.limits import NodeLimits
+from control_unit.routing import worker_queues
 from node_runner.container_spec import POOL_LABEL, npu_container_options
-from node_runner.limits import NodeLimits
 from node_runner.npu_execution import ensure_npu_network
 from node_runner.ready_npu import NpuUnavailable, ReadyNpu, discard, remove_npu, start_npu
 from node_runner.reaper import reap_worker_containers
-from node_runner.routing import worker_queues
 
 log = logging.getLogger(__name__)
 

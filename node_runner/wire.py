@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from node_runner.limits import NodeLimits
+from control_unit.limits import NodeLimits
 
 PROTOCOL_VERSION = 2
 EVENT_TYPES = frozenset({"started", "log", "log_dropped", "result", "error"})

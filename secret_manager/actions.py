@@ -12,11 +12,11 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from control_unit import audit as general_audit
 from secret_manager.errors import DuplicateSecret, InvalidSecretValue, UnknownSecret
 from secret_manager.masking import MIN_MASKED_LENGTH
 from secret_manager.models import AuditAction, Secret, SecretAuditEvent
 from secret_manager.references import validate_name
+from secret_manager.signals import secret_audited
 from secret_manager.vault import decrypt, encrypt
 
 MIN_VALUE_CHARS = MIN_MASKED_LENGTH  # shorter values could not be masked in their encodings
@@ -93,11 +93,9 @@ def _audit(
         action=action, names=stored_names, actor=actor, actor_name=actor_name,
         run_id=_storable(run_id, _ID_CHARS), node_id=_storable(node_id, _ID_CHARS), detail=_storable(detail),
     )  # fmt: skip
-    # The general audit log says the same, beside sign-ins, pipeline edits and run controls.
-    general_audit.record(
-        f"secret.{event.action}", user, ",".join(stored_names), run=event.run_id or None,
-        node=event.node_id or None, detail=event.detail or None,
-    )  # fmt: skip
+    # The general audit log (control_unit.audit, a layer above) says the same, in this
+    # transaction: signal receivers run synchronously.
+    secret_audited.send(SecretAuditEvent, event=event, user=user)
     return event
 
 

@@ -21,14 +21,13 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from control_unit.models import Run
-from node_runner.database_retry import DATABASE_UNAVAILABLE, forget_connection, with_database_retry
-from node_runner.resource_sampler import NpuSample
 from secret_manager.masking import Masker
 from trace_monitor import kinds
+from trace_monitor.database_retry import DATABASE_UNAVAILABLE, forget_connection, with_database_retry
 from trace_monitor.models import NodeExecution, ResourceSample
 from trace_monitor.previews import cap_ports, cap_text
 from trace_monitor.recorder import EventDraft, record, record_samples
+from trace_monitor.samples import NpuSample
 
 log = logging.getLogger(__name__)
 MAX_TRACEBACK_BYTES = 64 * 1024
@@ -218,13 +217,14 @@ def outcome_of(error: dict[str, Any] | None) -> str:
 
 
 def end_execution_recorded_late(
-    run_id: str, node_id: str, attempt: int, result: dict[str, Any], worker: str
+    run_id: str, pipeline_id: str | None, node_id: str, attempt: int, result: dict[str, Any], worker: str
 ) -> None:
     """End the execution of an attempt whose outcome waited in the broker
     (node_runner.tasks.record_node_outcome): its runner could not write it while the
     database was away, and the timeline would show it running for ever, or not at all.
     What its outcome carries is kept; its last events (outputs, finished) are not in the
-    trace, and the node's outputs are in its run."""
+    trace, and the node's outputs are in its run. ``pipeline_id`` is None when the run
+    is gone (deleted with its pipeline): there is no timeline to end."""
     now = timezone.now()
     duration_s = float(result.get("duration_s") or 0.0)
     ending = {
@@ -236,7 +236,6 @@ def end_execution_recorded_late(
     attempt_rows = NodeExecution.objects.filter(run_id=run_id, node_id=node_id, attempt=attempt)
     if attempt_rows.filter(outcome="running").update(**ending) or attempt_rows.exists():
         return  # ended now, or earlier by its runner or as lost
-    pipeline_id = Run.objects.filter(id=run_id).values_list("pipeline_id", flat=True).first()
     if pipeline_id is not None:
         NodeExecution.objects.get_or_create(
             run_id=run_id,

@@ -12,7 +12,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from trace_monitor.consumers import MonitorConsumer, RunConsumer  # noqa: E402
+from web_ui.streams import MonitorConsumer, RunConsumer  # noqa: E402
 
 websocket_urlpatterns = [
     path("ws/runs/<uuid:run_id>/", RunConsumer.as_asgi()),

@@ -15,7 +15,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
-from node_runner.routing import CapabilityError, parse_capabilities
+from control_unit.routing import CapabilityError, parse_capabilities
 from secret_manager.vault import load_keys
 from web_ui.env import env_bool, env_choice, env_float, env_int, env_list, env_secret, env_str
 
@@ -144,7 +144,7 @@ CELERY_TASK_DEFAULT_QUEUE = FLOWKIT_CELERY_QUEUE
 # What this worker's host offers (comma separated, e.g. "gpu,network"): nodes that
 # require capabilities are sent to queues derived from FLOWKIT_CELERY_QUEUE and their
 # capability set, and a worker consumes the queue of every subset of its own
-# capabilities (node_runner.routing; at most 4 capabilities, 16 queues).
+# capabilities (control_unit.routing; at most 4 capabilities, 16 queues).
 try:
     FLOWKIT_WORKER_CAPABILITIES = parse_capabilities(env_str("FLOWKIT_WORKER_CAPABILITIES", ""))
 except CapabilityError as exc:

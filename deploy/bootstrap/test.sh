@@ -13,6 +13,8 @@ say "ruff"
 "$VENV/bin/ruff" check .
 say "mypy"
 "$VENV/bin/mypy" .
+say "import layers (lint-imports)"
+"$VENV/bin/lint-imports" --no-cache
 say "front end: prettier, tsc, vitest"
 (cd "$REPO/web_ui/frontend" && npm run lint --silent && npm test --silent)
 say "pytest"

@@ -77,7 +77,7 @@ stop_process worker
 
 cd "$REPO"
 # The base queue and one queue per subset of FLOWKIT_WORKER_CAPABILITIES
-# (node_runner/routing.py), read from the same settings as the server.
+# (control_unit/routing.py), read from the same settings as the server.
 WORKER_QUEUES=$("$VENV/bin/flowkit" workers queues)
 start_process worker "$VENV/bin/celery" -A node_runner worker --queues "$WORKER_QUEUES" \
   --autoscale "$WORKER_CONCURRENCY_MAX,$WORKER_CONCURRENCY_MIN" --hostname "worker@%h" --loglevel INFO

@@ -28,8 +28,8 @@ from typing import Any
 import docker
 from django.conf import settings
 
+from control_unit.limits import NodeLimits
 from node_runner.container_spec import npu_container_options
-from node_runner.limits import NodeLimits
 from node_runner.npu_connection import NpuConnection
 from node_runner.ready_npu import discard, start_npu
 from node_runner.wire import PROTOCOL_VERSION, STDOUT, FrameReader, NpuJob, StreamDemuxer, frame_limits

@@ -15,8 +15,8 @@ from typing import Any
 import docker
 from django.conf import settings
 
+from control_unit.limits import NodeLimits
 from node_runner.container_spec import npu_container_options
-from node_runner.limits import NodeLimits
 from node_runner.wire import SERVER_TAG, ChunkReader, NpuJob, request
 from tests.benchmarks.engine_runs import FIBO_NODE
 

@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import connection
 
 from control_unit.actions import do_start_node_test_run
+from control_unit.dispatcher import dispatching_to
 from control_unit.models import NodeTestRun
 from tests.integration.hosts import WorkerHost, separate_hosts
 
@@ -80,7 +81,7 @@ def start_worker(
     crash). ``autoscale`` (max, min) lets Celery size its pool, as make up does;
     otherwise it has two processes. ``on`` wraps the command, e.g. to run it on
     another host (tests/integration/hosts.py)."""
-    from node_runner.routing import parse_capabilities, worker_queues
+    from control_unit.routing import parse_capabilities, worker_queues
 
     env = env or {}
     base = env.get("FLOWKIT_CELERY_QUEUE", settings.FLOWKIT_CELERY_QUEUE)
@@ -529,3 +530,27 @@ def host_workers(two_hosts: list[WorkerHost], own_queue: str, tmp_path: Path) ->
         yield workers
     finally:
         workers.stop_all()
+
+
+class RecordingDispatcher:
+    """Keeps what the control unit would send to a worker (tests where none runs)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.nodes: list[tuple[str, str, int]] = []
+        self.node_tests: list[str] = []
+
+    def send_node(self, run_id: str, node_id: str, attempt: int, *, delay_s: float, queue: str) -> None:
+        with self._lock:
+            self.nodes.append((run_id, node_id, attempt))
+
+    def send_node_test(self, test_run_id: str) -> None:
+        with self._lock:
+            self.node_tests.append(test_run_id)
+
+
+@pytest.fixture
+def no_broker() -> Iterator[RecordingDispatcher]:
+    """Nothing is sent to a worker: runs and node tests stay queued, their dispatches kept."""
+    with dispatching_to(RecordingDispatcher()) as dispatcher:
+        yield dispatcher

@@ -27,7 +27,7 @@ from tests.integration.conftest import (
 from tests.integration.hosts import TcpForwarders
 from trace_monitor.models import NodeExecution, TraceEvent, WorkerStatus
 
-# Longer than the runner's own retries (node_runner.database_retry: about 31.5 s, spent
+# Longer than the runner's own retries (trace_monitor.database_retry: about 31.5 s, spent
 # finishing the trace, which the node reaches a few seconds into the outage).
 OUTAGE_S = 50
 

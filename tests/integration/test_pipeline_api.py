@@ -10,12 +10,12 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.test import Client
 
-from control_unit import fcb_store
 from control_unit.models import Pipeline, PipelineVersion, Run
 from tests.integration.conftest import EXAMPLES
 from web_ui.models import ApiToken
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Runs started here are never executed: no worker runs in these tests.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_broker")]
 NODE = {"id": "a", "code": "", "outputs": ["out"]}
 
 
@@ -48,12 +48,6 @@ def viewer() -> Client:
     client = Client()
     client.force_login(user_with_role("viewer"))
     return client
-
-
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    """Runs started here are never executed: no worker runs in these tests."""
-    monkeypatch.setattr(fcb_store, "_send", lambda run_id, dispatches: None)
 
 
 def post(client, url, data):

@@ -10,7 +10,6 @@ from collections import Counter
 import pytest
 from django.db import connection
 
-from control_unit import fcb_store
 from control_unit.models import RunTransition
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_claim_node, do_record_node_outcome, do_start_run
@@ -19,17 +18,9 @@ WIDTH = 40
 
 
 @pytest.fixture
-def dispatched(monkeypatch):
-    """Every (run, node, attempt) handed to Celery, in order; nothing reaches a broker."""
-    sent: list[tuple[str, str, int]] = []
-    lock = threading.Lock()
-
-    def record(run_id, dispatches):
-        with lock:
-            sent.extend((run_id, node_id, attempt) for node_id, attempt, *_ in dispatches)
-
-    monkeypatch.setattr(fcb_store, "_send", record)
-    return sent
+def dispatched(no_broker):
+    """(run, node, attempt) of every dispatch sent, in order."""
+    return no_broker.nodes
 
 
 def wide_version():

@@ -12,13 +12,13 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.test import Client
 
-from control_unit import fcb_store
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_claim_node, do_record_node_outcome, do_start_run
 from secret_manager.actions import do_set_secret
 from tests.integration.conftest import nodes_of, wait_for_run
-from trace_monitor import consumers, recorder
+from trace_monitor import recorder
 from trace_monitor.models import TraceEvent
+from web_ui import streams
 from web_ui.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,11 +51,6 @@ async def open_stream(run_id, headers, query=""):
 def queued_chain():
     version = do_create_pipeline("stream chain", CHAIN).latest_version()
     return do_start_run(version, {"x": 1})
-
-
-@pytest.fixture
-def no_broker(monkeypatch):
-    monkeypatch.setattr(fcb_store, "_send", lambda run_id, dispatches: None)
 
 
 def finish(run, node_id, outputs):
@@ -211,7 +206,7 @@ def test_a_batch_the_channel_layer_lost_is_read_back_so_the_client_sees_no_gap(n
 def test_a_lost_last_batch_is_found_by_the_periodic_check(no_broker, monkeypatch):
     run = queued_chain()
     headers = session_headers("viewer")
-    monkeypatch.setattr(consumers, "CATCH_UP_EVERY_S", 0.3)
+    monkeypatch.setattr(streams, "CATCH_UP_EVERY_S", 0.3)
 
     async def watch():
         communicator, _, _ = await open_stream(run.id, headers)

@@ -14,10 +14,10 @@ from django.utils import timezone
 from control_unit.models import Run
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
+from control_unit.trace_retention import PRUNE_TURN_KEY
 from node_runner.heartbeat import Heartbeat
 from tests.integration.conftest import example_version, node_code, nodes_of, single_node_run, wait_for_run
 from trace_monitor.models import NodeExecution, ResourceSample, TraceEvent
-from trace_monitor.retention import PRUNE_TURN_KEY
 from web_ui.cli.main import main as flowkit
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -183,7 +183,7 @@ def test_the_pooled_npus_of_a_crashed_worker_exit_and_its_next_life_removes_them
 def test_the_pool_counts_the_nodes_waiting_in_every_queue_its_worker_consumes(settings):
     import redis
 
-    from node_runner.routing import worker_queues
+    from control_unit.routing import worker_queues
     from node_runner.warm_pool import queued_nodes
 
     base = f"depth-{os.getpid()}-{time.monotonic_ns()}"

@@ -18,11 +18,9 @@ from django.db import connection
 from django.db.utils import DatabaseError
 from django.test import Client
 
-from control_unit import fcb_store
 from control_unit.models import AuditEvent, ImmutableRowError
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
-from node_runner.tasks import run_node_test
 from tests.integration.conftest import REPO, server_environment
 from web_ui.api.api import api
 from web_ui.asgi import application
@@ -52,13 +50,6 @@ BODIES: dict[tuple[str, str], dict] = {
     ("PUT", "/api/secrets/{name}"): {"value": "matrix value"},
     ("POST", "/api/node-tests"): {"code": "value = 1"},
 }
-
-
-@pytest.fixture
-def no_broker(monkeypatch):
-    monkeypatch.setattr(fcb_store, "_send", lambda run_id, dispatches: None)
-    # A node test admitted by the matrix is stored but sent to no worker.
-    monkeypatch.setattr(run_node_test, "delay", lambda test_run_id: None)
 
 
 def user_with(role: str | None) -> User | None:

@@ -12,22 +12,16 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from control_unit import fcb_store
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
 from control_unit.worker_wait import do_note_waiting_nodes
 from trace_monitor.models import TraceEvent, WorkerStatus
 from trace_monitor.resource_monitor import HostLoad, WorkerPool, record_heartbeat
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Dispatches are not sent: the node stays queued as if no worker took it.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_broker")]
 
 LOAD = HostLoad(cpu_percent=1.0, cpu_count=2, memory_used_bytes=1, memory_total_bytes=2)
-
-
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dispatches are not sent: the node stays queued as if no worker took it."""
-    monkeypatch.setattr(fcb_store, "_send", lambda run_id, dispatches: None)
 
 
 def beat(name: str, *, capabilities: list[str], state: str = "online", pid: int | None = None) -> None:

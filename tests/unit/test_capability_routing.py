@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from control_unit.graph import parse_graph, validate_document
-from node_runner.routing import (
+from control_unit.routing import (
     MAX_CAPABILITIES,
     CapabilityError,
     missing_capability_reason,

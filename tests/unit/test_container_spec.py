@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
+from control_unit.limits import LIMIT_BOUNDS, LimitError, NodeLimits
 from node_runner.container_spec import npu_container_options
-from node_runner.limits import LIMIT_BOUNDS, LimitError, NodeLimits
 
 
 def options_for(limits: NodeLimits | None = None, labels: dict[str, str] | None = None) -> dict:

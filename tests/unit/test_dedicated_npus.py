@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from control_unit.limits import NodeLimits
 from node_runner.dedicated_npus import DedicatedBounds, DedicatedNpus, NodeKey
-from node_runner.limits import NodeLimits
 from node_runner.warm_pool import PoolProfile
 
 

@@ -15,7 +15,7 @@ from control_unit.graph import (
     parse_graph,
     validate_document,
 )
-from node_runner.limits import LIMIT_BOUNDS
+from control_unit.limits import LIMIT_BOUNDS
 
 PROBLEM_CODES = {
     "invalid_document",

@@ -23,7 +23,7 @@ from control_unit.graph import (
     parse_graph,
     validate_document,
 )
-from node_runner.limits import LIMIT_BOUNDS
+from control_unit.limits import LIMIT_BOUNDS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "pipelines"
 ALL_BOUNDS = {**LIMIT_BOUNDS, **EXTRA_LIMIT_BOUNDS}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from node_runner.limits import NodeLimits
+from control_unit.limits import NodeLimits
 from node_runner.warm_pool import MAX_WAIT_S, PROFILE_UNUSED_S, PoolBounds, PoolProfile, WarmPool
 
 _ids = itertools.count(1)

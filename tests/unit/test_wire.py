@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node_runner.limits import NodeLimits
+from control_unit.limits import NodeLimits
 from node_runner.wire import (
     STDERR,
     STDOUT,

@@ -13,7 +13,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from control_unit.fcb import CannotRerun, InvalidTransition
 from control_unit.graph import InvalidPipeline
-from node_runner.limits import LimitError
+from control_unit.limits import LimitError
 from secret_manager.errors import DuplicateSecret, SecretError, UnknownSecret
 from web_ui.roles import Forbidden
 

@@ -13,9 +13,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema
 
+from control_unit import run_stream
 from control_unit.models import NodeRun, Pipeline, Run
-from trace_monitor import resource_monitor, run_stream
-from trace_monitor.figures import pipeline_figures
+from control_unit.run_figures import pipeline_figures
+from trace_monitor import resource_monitor
 from trace_monitor.kinds import ALL_KINDS
 from trace_monitor.models import NodeExecution, ResourceSample
 from trace_monitor.previews import capped_node

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from web_ui.cli.main import console
+from web_ui.cli.console import console
 
 ADMIN_USERNAME = "admin"
 

@@ -12,10 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from rich.console import Console
-
-console = Console(highlight=False, soft_wrap=True)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
+from web_ui.cli.console import errors
 
 
 def _setup_django() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from web_ui.cli.main import console, errors
+from web_ui.cli.console import console, errors
 
 POLL_S = 0.1
 WORKER_WAIT_S = 30.0
@@ -62,8 +62,8 @@ def _limits(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_node_file(args: argparse.Namespace) -> int:
     from control_unit.actions import do_start_node_test_run
+    from control_unit.limits import LimitError, NodeLimits
     from control_unit.models import NodeTestRun
-    from node_runner.limits import LimitError, NodeLimits
 
     try:
         code = args.file.read_text()

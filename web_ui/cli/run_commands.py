@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Column, Table
 
-from web_ui.cli.main import console, errors
+from web_ui.cli.console import console, errors
 
 POLL_S = 0.25
 STATE_STYLES = {
@@ -181,7 +181,7 @@ def watch(run_id: Any, *, logs: bool = True) -> int:
     """Follow a run's trace until the run ends: a line per event (log lines too,
     unless ``logs`` is False) and, on a terminal, a live table of its nodes."""
     from control_unit.models import Run
-    from trace_monitor.run_stream import events_after
+    from control_unit.run_stream import events_after
 
     run = Run.objects.select_related("pipeline", "version").get(id=run_id)
     terminal = ("succeeded", "failed", "cancelled")

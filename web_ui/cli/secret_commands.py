@@ -14,7 +14,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from web_ui.cli.main import console, errors
+from web_ui.cli.console import console, errors
 
 
 def register(commands: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from web_ui.cli.main import console
+from web_ui.cli.console import console
 
 
 def register(commands: Any) -> None:
@@ -31,7 +31,7 @@ def register(commands: Any) -> None:
 def prune_traces(args: argparse.Namespace) -> int:
     from django.conf import settings
 
-    from trace_monitor.retention import prune_traces
+    from control_unit.trace_retention import prune_traces
 
     days = settings.FLOWKIT_TRACE_RETENTION_DAYS if args.older_than_days is None else args.older_than_days
     if days < 1:

@@ -8,7 +8,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from web_ui.cli.main import console, errors
+from web_ui.cli.console import console, errors
 
 
 def register(commands: Any) -> None:
@@ -37,7 +37,7 @@ def register(commands: Any) -> None:
 def print_queues(args: argparse.Namespace) -> int:
     from django.conf import settings
 
-    from node_runner.routing import CapabilityError, parse_capabilities, worker_queues
+    from control_unit.routing import CapabilityError, parse_capabilities, worker_queues
 
     try:
         capabilities = (

@@ -12,8 +12,9 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from control_unit import run_stream
 from control_unit.models import Run
-from trace_monitor import resource_monitor, run_stream
+from trace_monitor import resource_monitor
 from trace_monitor.recorder import MONITOR_GROUP, run_group
 from web_ui.roles import VIEWER, has_role
 

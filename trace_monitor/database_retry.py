@@ -1,5 +1,6 @@
 """Riding out a database that is briefly unreachable (a restart, a dropped
-connection) in the runner, where giving up would strand a node in "running"."""
+connection) in the runner and its trace writer, where giving up would strand a node in
+"running". It lives here, the lower of the two layers that use it."""
 
 from __future__ import annotations
 

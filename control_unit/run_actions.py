@@ -18,6 +18,7 @@ from control_unit import fcb as core
 from control_unit.fcb_store import create_rows, graph_of, load_fcb, lock_run, save_step
 from control_unit.graph import Graph
 from control_unit.models import NodeRun, PipelineVersion, Run
+from trace_monitor.node_trace import end_lost_executions
 
 log = logging.getLogger(__name__)
 
@@ -152,16 +153,22 @@ def do_fail_stranded_attempts(
 ) -> list[tuple[str, str, int]]:
     """Fail the attempts ``worker`` claimed and can no longer finish (it was lost, or
     it restarted): each fails with WorkerLost and is retried where its node has retries
-    left. Returns the (run, node, attempt) failed. A report of the same attempt that
-    arrives later (a worker that was only slow) is then ignored by the FCB."""
+    left, and its execution (the timeline's row) closes with it. Returns the (run,
+    node, attempt) failed. A report of the same attempt that arrives later (a worker
+    that was only slow) is then ignored by the FCB."""
     stranded = NodeRun.objects.filter(worker=worker, state__in=("running", "paused"))
     if claimed_before is not None:
         stranded = stranded.filter(started_at__lt=claimed_before)
     failed = []
     for run_id, node_id, attempt in stranded.values_list("run_id", "node_id", "attempt"):
         error = {"error_type": "WorkerLost", "message": reason}
-        if do_record_node_outcome(run_id, node_id, attempt, {"error": error}):
-            failed.append((str(run_id), node_id, attempt))
+        # The attempt's execution closes in the same transaction as its outcome: the
+        # runner that would have closed it is gone, and no reader may see the run
+        # finished while its timeline still shows the attempt running.
+        with transaction.atomic():
+            if do_record_node_outcome(run_id, node_id, attempt, {"error": error}):
+                end_lost_executions([(str(run_id), node_id, attempt)])
+                failed.append((str(run_id), node_id, attempt))
     return failed
 
 

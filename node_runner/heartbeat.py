@@ -42,7 +42,6 @@ from control_unit.worker_wait import do_note_waiting_nodes
 from node_runner.npu_inventory import running_npus
 from node_runner.reaper import reap_exited, reap_worker_containers
 from trace_monitor.models import WorkerStatus
-from trace_monitor.node_trace import end_lost_executions
 from trace_monitor.resource_monitor import HostLoad, WorkerPool, mark_lost_workers, record_heartbeat
 
 log = logging.getLogger(__name__)
@@ -128,7 +127,6 @@ def recover_lost_workers() -> None:
             f"worker {name} was lost (no heartbeat for {settings.FLOWKIT_WORKER_LOST_AFTER_S:g} s) "
             "while running this node",
         )
-        end_lost_executions(failed)
         removed = reap_worker_containers(name)
         log.warning("worker %s lost: failed %d attempts, removed %d NPUs", name, len(failed), len(removed))
 
@@ -164,7 +162,6 @@ def recover_previous_life(name: str, started: float) -> None:
         f"worker {name} restarted while running this node",
         claimed_before=datetime.fromtimestamp(started, UTC),
     )
-    end_lost_executions(failed)
     removed = reap_worker_containers(name, created_before=started)
     if failed or removed:
         log.warning(

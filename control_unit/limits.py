@@ -80,6 +80,11 @@ class NodeLimits:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def overrides(self) -> dict[str, Any]:
+        """The user-facing limits, as ``from_overrides`` takes them back (the others
+        come from the installation's settings)."""
+        return {name: getattr(self, name) for name in (*LIMIT_BOUNDS, "network")}
+
     def container(self) -> ContainerSize:
         """What the NPU container gets: room for ``concurrency`` executions at once, each
         with the node's own limits (one execution: exactly the node's limits)."""

@@ -7,15 +7,15 @@ another node or pipeline. Its fork server starts each execution as a fresh proce
 container. A new version of the pipeline keeps the node's NPU while the profile is
 the same: the code travels with each job.
 
-Each worker process (a Celery prefork child, which runs one node at a time) keeps its
-own registry: the first execution of a node adopts a started NPU of its profile from
-the warm pool (or starts one), later ones find it here. An NPU serves at most
-``concurrency`` executions at once. It is replaced after it crashed, broke the
-protocol, had an execution killed for memory, or served
-FLOWKIT_NPU_DEDICATED_MAX_EXECUTIONS executions; let go after
+A worker keeps one registry, in its NPU host (node_runner.npu_host), whichever of its
+pool processes runs the node: the first execution of a node adopts a started NPU of
+its profile from the warm pool (or starts one), later ones find it here. An NPU serves
+at most ``concurrency`` executions at once; the next one waits for a slot. It is
+replaced after it crashed, broke the protocol, had an execution killed for memory,
+or served FLOWKIT_NPU_DEDICATED_MAX_EXECUTIONS executions; let go after
 FLOWKIT_NPU_DEDICATED_IDLE_S without one, when its pipeline is deleted, or when the
-process holds more than FLOWKIT_NPU_DEDICATED_MAX (the least recently used first).
-The table node_runner.models.DedicatedNpu mirrors what each process holds.
+worker holds more than FLOWKIT_NPU_DEDICATED_MAX (the least recently used first).
+The table node_runner.models.DedicatedNpu mirrors what each worker holds.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import docker
-from celery.signals import worker_process_init, worker_process_shutdown
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
@@ -39,16 +38,16 @@ from control_unit.limits import NodeLimits
 from node_runner.container_spec import DEDICATED_LABEL, npu_container_options
 from node_runner.npu_connection import NpuConnection
 from node_runner.npu_execution import ensure_npu_network
-from node_runner.ready_npu import ReadyNpu, remove_npu, start_npu
-from node_runner.warm_pool import PoolProfile, current_pool
+from node_runner.ready_npu import NpuUnavailable, ReadyNpu, remove_npu, start_npu
+from node_runner.warm_pool import PoolProfile, WarmPool
 
 log = logging.getLogger(__name__)
 
-# How often a process looks after its dedicated NPUs (idle ones, deleted pipelines,
+# How often the registry looks after its dedicated NPUs (idle ones, deleted pipelines,
 # the table's counters).
 TIDY_EVERY_S = 5.0
-# A slot that does not free up in this long (the server did not clean up after the
-# previous execution) means the NPU is stuck: it is replaced.
+# A server that has not cleaned up after an execution whose lease ended in this long
+# is stuck: the NPU is replaced.
 SLOT_WAIT_S = 30.0
 RETIRE_GRACE_S = 10.0
 
@@ -107,13 +106,14 @@ class NodePlacement:
     pipeline_id: str
     node_id: str
 
-    def lease(self, limits: NodeLimits) -> DedicatedLease:
+    def lease(self, limits: NodeLimits, labels: dict[str, str] | None = None) -> DedicatedLease:
+        # (``labels`` name one execution: a dedicated NPU serves many, and keeps its own.)
         key = NodeKey(self.pipeline_id, self.node_id, PoolProfile.of(limits), limits.concurrency)
         return self.registry.lease(key, limits)
 
 
 class DedicatedNpus:
-    """The dedicated NPUs of one worker process."""
+    """The dedicated NPUs of one worker (held by its NPU host)."""
 
     def __init__(
         self,
@@ -136,6 +136,8 @@ class DedicatedNpus:
         self._start_lock = threading.Lock()
         self._npus: dict[NodeKey, NpuConnection] = {}
         self._retiring: list[NpuConnection] = []
+        # NPUs whose opening the book did not take (the database was away).
+        self._unbooked: dict[NodeKey, tuple[NpuConnection, bool]] = {}
         self._removers = ThreadPoolExecutor(1, thread_name_prefix="npu-dedicated-removal")
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._tidy_until_stopped, name="npu-dedicated", daemon=True)
@@ -153,18 +155,20 @@ class DedicatedNpus:
     def lease(self, key: NodeKey, limits: NodeLimits) -> DedicatedLease:
         for _ in range(3):
             connection = self._connection_for(key, limits)
-            if connection.wait_for_slot(key.concurrency, SLOT_WAIT_S):
+            if connection.reserve(key.concurrency, SLOT_WAIT_S):
                 return DedicatedLease(self, key, connection)
-            log.warning(
-                "dedicated NPU %s of %s/%s is stuck; replacing it",
-                connection.id[:12],
-                key.pipeline_id,
-                key.node_id,
-            )
+            if connection.alive:
+                log.warning(
+                    "dedicated NPU %s of %s/%s is stuck; replacing it",
+                    connection.id[:12],
+                    key.pipeline_id,
+                    key.node_id,
+                )
             self._forget(key, connection)
-        raise RuntimeError(f"no dedicated NPU of {key.pipeline_id}/{key.node_id} could be had")
+        raise NpuUnavailable(f"no dedicated NPU of {key.pipeline_id}/{key.node_id} could be had")
 
     def release(self, key: NodeKey, connection: NpuConnection, *, healthy: bool) -> None:
+        connection.unreserve()
         worn = connection.executions_served >= self.bounds.max_executions
         if healthy and not worn and connection.alive:
             return
@@ -198,7 +202,7 @@ class DedicatedNpus:
                 self.adopted += 1
             else:
                 self.started += 1
-        self._book_safely(lambda: self._book.opened(key, connection, adopted))
+        self._open_in_book(key, connection, adopted)
         for old_key, old in evicted:
             self._forget(old_key, old, graceful=True)
         return connection
@@ -208,7 +212,7 @@ class DedicatedNpus:
         if excess <= 0:
             return []
         idle = sorted(
-            ((key, npu) for key, npu in self._npus.items() if npu.running == 0 and key != keep),
+            ((key, npu) for key, npu in self._npus.items() if _idle(npu) and key != keep),
             key=lambda item: item[1].last_used,
         )
         return idle[:excess]
@@ -219,7 +223,7 @@ class DedicatedNpus:
         with self._lock:
             if self._npus.get(key) is connection:
                 del self._npus[key]
-            if graceful and connection.running and connection.alive:
+            if graceful and not _idle(connection) and connection.alive:
                 # Another execution still runs in it: it goes once that one is done.
                 self._retiring.append(connection)
                 return
@@ -238,19 +242,25 @@ class DedicatedNpus:
         now = self._clock()
         with self._lock:
             held = dict(self._npus)
-            done = [npu for npu in self._retiring if npu.running == 0 or not npu.alive]
+            done = [npu for npu in self._retiring if _idle(npu) or not npu.alive]
             self._retiring = [npu for npu in self._retiring if npu not in done]
         for connection in done:
             self._retire(connection)
         if not held:
             return
+        with self._lock:
+            unbooked = dict(self._unbooked)
+        for key, (connection, adopted) in unbooked.items():
+            if held.get(key) is connection:
+                self._open_in_book(key, connection, adopted)
         self._book_safely(lambda: self._book.used(list(held.values())))
         kept: set[str] | None = None
         with contextlib.suppress(DatabaseError):
             kept = self._book.kept([npu.id for npu in held.values()])
         for key, connection in held.items():
-            idle = connection.running == 0 and now - connection.last_used > self.bounds.idle_s
-            deleted = kept is not None and connection.id not in kept
+            idle = _idle(connection) and now - connection.last_used > self.bounds.idle_s
+            # (An NPU the book never heard of was not deleted from it.)
+            deleted = kept is not None and connection.id not in kept and key not in self._unbooked
             if idle or deleted or not connection.alive:
                 self._forget(key, connection, graceful=not deleted and connection.alive)
 
@@ -270,13 +280,23 @@ class DedicatedNpus:
         with self._lock:
             return dict(self._npus)
 
-    def _book_safely(self, action: Callable[[], None]) -> None:
+    def _open_in_book(self, key: NodeKey, connection: NpuConnection, adopted: bool) -> None:
+        booked = self._book_safely(lambda: self._book.opened(key, connection, adopted))
+        with self._lock:
+            if booked:
+                self._unbooked.pop(key, None)
+            else:
+                self._unbooked[key] = (connection, adopted)  # tidy() tries again
+
+    def _book_safely(self, action: Callable[[], None]) -> bool:
         # The table is a mirror for people and the reaper: an execution never waits on
         # it failing (the database away for a moment).
         try:
             action()
         except DatabaseError:
             log.warning("could not record a dedicated NPU change", exc_info=True)
+            return False
+        return True
 
     def _tidy_until_stopped(self) -> None:
         while not self._stopped.wait(TIDY_EVERY_S):
@@ -288,13 +308,18 @@ class DedicatedNpus:
                 close_old_connections()
 
 
+def _idle(connection: NpuConnection) -> bool:
+    """No execution runs in it, and no lease holds a slot of it."""
+    return connection.running == 0 and connection.reserved == 0
+
+
 def _close_and_remove(connection: NpuConnection) -> None:
     connection.close()
     remove_npu(connection.container)
 
 
 class DatabaseBook:
-    """The NpuBook of a worker process: node_runner.models.DedicatedNpu rows."""
+    """The NpuBook of a worker: node_runner.models.DedicatedNpu rows."""
 
     def __init__(self, worker: str) -> None:
         self.worker = worker
@@ -362,38 +387,15 @@ def dedicated_npu_launcher(worker: str) -> Callable[[NodeKey], ReadyNpu]:
     return launch
 
 
-# This process's registry (a prefork child's).
-_registry: DedicatedNpus | None = None
-
-
-def current_registry() -> DedicatedNpus | None:
-    return _registry
-
-
-def open_registry(worker: str) -> DedicatedNpus:
-    global _registry
+def open_registry(worker: str, pool: WarmPool | None) -> DedicatedNpus:
+    """The registry of ``worker``'s NPU host (node_runner.npu_host), adopting NPUs
+    from ``pool``."""
 
     def take_pooled(limits: NodeLimits) -> ReadyNpu | None:
-        pool = current_pool()
         return pool.take(limits) if pool is not None else None
 
-    _registry = DedicatedNpus(
+    registry = DedicatedNpus(
         DedicatedBounds.from_settings(), dedicated_npu_launcher(worker), DatabaseBook(worker), take_pooled
     )
-    _registry.start()
-    return _registry
-
-
-@worker_process_init.connect
-def _open_registry(**kwargs: Any) -> None:
-    from node_runner.warm_pool import worker_name
-
-    name = worker_name()
-    if name is not None:
-        open_registry(name)
-
-
-@worker_process_shutdown.connect
-def _drain_registry(**kwargs: Any) -> None:
-    if _registry is not None:
-        _registry.drain()
+    registry.start()
+    return registry

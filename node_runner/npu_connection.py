@@ -79,6 +79,7 @@ class NpuConnection:
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         self._channels: dict[str, ExecutionChannel] = {}
+        self._reserved = 0
         self._exited = threading.Condition(self._lock)
         self._reader = threading.Thread(target=self._read, name=f"npu-{self.id[:12]}", daemon=True)
         self._reader.start()
@@ -115,27 +116,40 @@ class NpuConnection:
             self._fail(f"the NPU stopped taking requests: {exc}")
             raise NpuGone(self.failure or "the NPU is gone") from None
 
-    def wait_until_idle(self, timeout_s: float) -> bool:
-        """Wait until no execution runs (the server has cleaned up after each one)."""
-        deadline = time.monotonic() + timeout_s
-        with self._exited:
-            while self._channels and self.failure is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._exited.wait(left)
-        return self.failure is None
+    @property
+    def reserved(self) -> int:
+        """Slots held by leases (node_runner.dedicated_npus)."""
+        with self._lock:
+            return self._reserved
 
-    def wait_for_slot(self, concurrency: int, timeout_s: float) -> bool:
-        """Wait until fewer than ``concurrency`` executions run."""
-        deadline = time.monotonic() + timeout_s
+    def reserve(self, concurrency: int, stuck_after_s: float) -> bool:
+        """Hold one of the NPU's ``concurrency`` slots for one execution. Waits while
+        every slot is held (an execution ends by its timeout or its run's cancel; a
+        paused one holds its slot until resumed), and while the server still cleans up
+        after an execution whose lease has ended (more executions run than slots are
+        held). False when the NPU failed, or that clean-up took longer than
+        ``stuck_after_s``: the NPU is stuck and must be replaced."""
+        lingering_since: float | None = None
         with self._exited:
-            while len(self._channels) >= concurrency and self.failure is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
+            while self.failure is None:
+                lingering = len(self._channels) > self._reserved
+                if not lingering and self._reserved < concurrency:
+                    self._reserved += 1
+                    return True
+                now = time.monotonic()
+                if not lingering:
+                    lingering_since = None
+                elif lingering_since is None:
+                    lingering_since = now
+                elif now - lingering_since > stuck_after_s:
                     return False
-                self._exited.wait(left)
-        return self.failure is None
+                self._exited.wait(1.0)
+        return False
+
+    def unreserve(self) -> None:
+        with self._exited:
+            self._reserved = max(0, self._reserved - 1)
+            self._exited.notify_all()
 
     def close(self) -> None:
         """Stop the server's stdin and the connection (the container is removed by the caller)."""

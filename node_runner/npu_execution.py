@@ -4,9 +4,10 @@ Either way the NPU's fork server (npu_image/flowkit/forkserver.py) starts the ex
 as a fresh process; the runner sends the job, follows the run's control (pause, resume,
 cancel: per execution), enforces the timeout and the frame limits, and turns what comes
 back into an ``NpuOutcome``. A single-use container (``isolation: container``) comes
-from this worker process's warm pool when it holds one of the node's profile, or is
-started on demand, and is removed afterwards; a dedicated NPU stays for the node's next
-execution (node_runner.dedicated_npus). See ``wire`` for the framing.
+from the worker's warm pool when it holds one of the node's profile, or is started on
+demand, and is removed afterwards; a dedicated NPU stays for the node's next execution
+(node_runner.dedicated_npus). In a worker both come through its NPU host
+(node_runner.npu_host). See ``wire`` for the framing.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from control_unit.limits import NodeLimits
 from control_unit.storable import clean, clean_text, unstorable_path
 from node_runner.container_spec import npu_container_options
 from node_runner.docker_engine import engine
-from node_runner.npu_connection import ExecutionChannel, NpuConnection, NpuGone
+from node_runner.npu_connection import NpuConnection, NpuGone
 from node_runner.ready_npu import ReadyNpu, remove_npu, start_npu
 from node_runner.wire import TERMINAL_TYPES, FrameReader, NpuJob, ProtocolViolation, frame_limits
 from trace_monitor.samples import NpuSample
@@ -119,18 +120,14 @@ def execute_in_npu(
     labels: dict[str, str],
     observer: NpuObserver | None = None,
     control: RunControl | None = None,
-    pool: WarmNpuSource | None = None,
-    dedicated: DedicatedNpuSource | None = None,
+    npus: NpuSource | None = None,
 ) -> NpuOutcome:
-    """Run ``job`` in an NPU: the node's dedicated NPU when ``dedicated`` is given (it
-    stays for the node's next execution), else a single-use container (from ``pool``
-    when it holds one of the node's profile), removed afterwards."""
-    client = engine()
+    """Run ``job`` in an NPU leased from ``npus``: the node's dedicated NPU (it stays
+    for the node's next execution), or a single-use container removed afterwards (the
+    default: one started for this execution)."""
     if limits.network:
-        ensure_npu_network(client)
-    lease = (
-        dedicated.lease(limits) if dedicated is not None else _single_use_lease(client, limits, labels, pool)
-    )
+        ensure_npu_network(engine())
+    lease = (npus or SingleUseNpus()).lease(limits, labels)
     healthy = False
     try:
         outcome, healthy = _drive(lease.connection, job, limits, observer or _Unobserved(), control)
@@ -139,20 +136,53 @@ def execute_in_npu(
         lease.release(healthy=healthy)
 
 
+class Execution(Protocol):
+    """One execution seen from the runner (npu_connection.ExecutionChannel, or its
+    proxy in a pool process, node_runner.hosted_npus): its queue of (kind, value)
+    items, and the server's ``spawned`` and ``exited`` events once seen."""
+
+    items: queue.SimpleQueue[tuple[str, Any]]
+    spawned: dict[str, Any] | None
+    exited: dict[str, Any] | None
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class Connection(Protocol):
+    """An NPU's fork server, taking executions (npu_connection.NpuConnection, or its proxy)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def container(self) -> Any: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    def begin(self, job: bytes, memory_limit_bytes: int = 0) -> Execution: ...
+
+
 class NpuLease(Protocol):
     """An NPU lent to one execution; ``release`` gives it back (healthy: it may serve
     again) or has it removed."""
 
     @property
-    def connection(self) -> NpuConnection: ...
+    def connection(self) -> Connection: ...
 
     def release(self, *, healthy: bool) -> None: ...
 
 
-class DedicatedNpuSource(Protocol):
-    """The node's dedicated NPU (node_runner.dedicated_npus)."""
+class NpuSource(Protocol):
+    """Where an execution gets its NPU: the node's dedicated NPU (node_runner.dedicated_npus),
+    a single-use container (``SingleUseNpus``), or either through the worker's NPU host
+    (node_runner.hosted_npus)."""
 
-    def lease(self, limits: NodeLimits) -> NpuLease: ...
+    def lease(self, limits: NodeLimits, labels: dict[str, str]) -> NpuLease: ...
 
 
 class WarmNpuSource(Protocol):
@@ -179,22 +209,28 @@ class _SingleUseLease:
             remove_npu(self.connection.container)
 
 
-def _single_use_lease(
-    client: Any, limits: NodeLimits, labels: dict[str, str], pool: WarmNpuSource | None
-) -> _SingleUseLease:
-    npu = pool.take(limits) if pool is not None else None
-    if npu is None:
-        npu = start_npu(
-            client,
-            npu_container_options(
-                image=settings.FLOWKIT_NPU_IMAGE,
-                limits=limits.container(),
-                labels=labels,
-                runtime=settings.FLOWKIT_NPU_RUNTIME,
-                network_name=settings.FLOWKIT_NPU_NETWORK,
-            ),
-        )
-    return _SingleUseLease(NpuConnection(npu), pool)
+@dataclass(frozen=True)
+class SingleUseNpus:
+    """A container per execution (``isolation: container``): a waiting one of the
+    node's profile from ``pool`` when it holds one, else one started now; removed once
+    the execution's outcome is known."""
+
+    pool: WarmNpuSource | None = None
+
+    def lease(self, limits: NodeLimits, labels: dict[str, str]) -> _SingleUseLease:
+        npu = self.pool.take(limits) if self.pool is not None else None
+        if npu is None:
+            npu = start_npu(
+                engine(),
+                npu_container_options(
+                    image=settings.FLOWKIT_NPU_IMAGE,
+                    limits=limits.container(),
+                    labels=labels,
+                    runtime=settings.FLOWKIT_NPU_RUNTIME,
+                    network_name=settings.FLOWKIT_NPU_NETWORK,
+                ),
+            )
+        return _SingleUseLease(NpuConnection(npu), self.pool)
 
 
 class NodeTimedOut(Exception):
@@ -233,7 +269,7 @@ class _Controller:
     pause stops every process of this execution (SIGSTOP, by the NPU's fork server),
     not the NPU: another run's execution of the same node goes on."""
 
-    def __init__(self, execution: ExecutionChannel, clock: _Clock, control: RunControl | None) -> None:
+    def __init__(self, execution: Execution, clock: _Clock, control: RunControl | None) -> None:
         self._execution = execution
         self._clock = clock
         self._control = control
@@ -287,7 +323,7 @@ def _since(value: Any, base: Any) -> int | None:
 
 
 def _drive(
-    connection: NpuConnection,
+    connection: Connection,
     job: NpuJob,
     limits: NodeLimits,
     observer: NpuObserver,
@@ -299,7 +335,7 @@ def _drive(
     started = time.monotonic()
     clock = _Clock(limits.timeout_s)
     memory_limit = limits.memory_mb * MIB
-    execution: ExecutionChannel | None = None
+    execution: Execution | None = None
     healthy = True
     try:
         # The job first: the node's code starts while the runner does its bookkeeping.
@@ -316,13 +352,13 @@ def _drive(
             "NodeTimeout",
             f"the node did not finish within its {limits.timeout_s:g} s timeout and was stopped",
         )
-        healthy = _stop(execution)
+        healthy = stop_execution(execution)
     except NodeCancelled:
         outcome.error = NodeError("NodeCancelled", "the run was cancelled; the node was stopped")
-        healthy = _stop(execution)
+        healthy = stop_execution(execution)
     except ProtocolViolation as exc:
         outcome.error = NodeError("ProtocolViolation", str(exc))
-        _stop(execution)
+        stop_execution(execution)
         healthy = False
     except NpuGone as exc:
         outcome.error = NodeError("NpuCrashed", f"the NPU stopped: {exc}")
@@ -339,7 +375,7 @@ def _drive(
 
 
 def _read_events(
-    execution: ExecutionChannel,
+    execution: Execution,
     clock: _Clock,
     controller: _Controller,
     limits: NodeLimits,
@@ -398,7 +434,7 @@ def _read_events(
             return False
 
 
-def _await_end(execution: ExecutionChannel) -> None:
+def _await_end(execution: Execution) -> None:
     """After its answer, wait for the server to report the execution's end (its
     processes killed, its files gone: milliseconds), for its figures in all and its
     count of OOM kills. An NPU that does not say so in time is not waited for."""
@@ -412,7 +448,7 @@ def _await_end(execution: ExecutionChannel) -> None:
             return
 
 
-def _account_for_oom(execution: ExecutionChannel, limits: NodeLimits, outcome: NpuOutcome) -> None:
+def _account_for_oom(execution: Execution, limits: NodeLimits, outcome: NpuOutcome) -> None:
     """A node whose child processes the OOM killer took is reported as such even though
     its runtime survived to answer: the NPU's count of OOM kills rose during it (as the
     server counted it at the execution's end, or else as the runtime did)."""
@@ -424,7 +460,7 @@ def _account_for_oom(execution: ExecutionChannel, limits: NodeLimits, outcome: N
 
 
 def _account_for_exit(
-    execution: ExecutionChannel, exited: dict[str, Any], limits: NodeLimits, outcome: NpuOutcome
+    execution: Execution, exited: dict[str, Any], limits: NodeLimits, outcome: NpuOutcome
 ) -> None:
     """The execution's process ended without answering: why."""
     before = (execution.spawned or {}).get("oom_kills")
@@ -443,10 +479,10 @@ def _account_for_exit(
         )
 
 
-def _account_for_npu_death(connection: NpuConnection, limits: NodeLimits, outcome: NpuOutcome) -> None:
+def _account_for_npu_death(connection: Connection, limits: NodeLimits, outcome: NpuOutcome) -> None:
     """The whole NPU ended under the execution: the engine says whether for memory."""
-    container = connection.container
     try:
+        container = connection.container
         # A connection may break with its container still up: not worth a long wait.
         outcome.exit_code = int(container.wait(timeout=3).get("StatusCode", -1))
         container.reload()
@@ -467,7 +503,7 @@ def _out_of_memory(limits: NodeLimits) -> NodeError:
     )
 
 
-def _stop(execution: ExecutionChannel | None) -> bool:
+def stop_execution(execution: Execution | None) -> bool:
     """Kill every process of the execution and wait for the server to have cleaned up
     after it; False when it could not (the NPU is then replaced)."""
     if execution is None:

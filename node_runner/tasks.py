@@ -15,11 +15,10 @@ from control_unit.limits import LimitError, NodeLimits
 from control_unit.models import NodeTestRun, Run
 from control_unit.run_actions import ClaimedNode, do_claim_node, do_record_node_outcome
 from node_runner import heartbeat  # noqa: F401 - connects the worker's heartbeat to Celery's signals
-from node_runner.dedicated_npus import NodePlacement, current_registry
-from node_runner.npu_execution import NpuOutcome, RunControl, execute_in_npu
+from node_runner.npu_execution import NpuOutcome, NpuSource, RunControl, execute_in_npu
 from node_runner.ready_npu import NpuUnavailable
-from node_runner.warm_pool import WarmPool, current_pool
 from node_runner.wire import NpuJob
+from node_runner.worker_npus import current_npus
 from secret_manager.actions import resolve_secrets
 from secret_manager.errors import SecretError, UnknownSecret
 from secret_manager.masking import Masker
@@ -47,8 +46,7 @@ def execute_node(
     run_ref: str,
     control: RunControl | None = None,
     trace: NodeTrace | None = None,
-    pool: WarmPool | None = None,
-    dedicated: NodePlacement | None = None,
+    npus: NpuSource | None = None,
 ) -> dict[str, Any]:
     """Resolve the node's secrets, run it in a fresh process of its dedicated NPU (or a
     single-use container), and return its outcome with every secret value (and its
@@ -80,8 +78,7 @@ def execute_node(
             labels,
             observer=trace,
             control=control,
-            pool=pool,
-            dedicated=dedicated,
+            npus=npus,
         )
         result = outcome_record(outcome)
     except (NpuUnavailable, LimitError) as exc:
@@ -132,13 +129,16 @@ def run_control(run_id: str) -> Callable[[], str]:
     return wanted
 
 
-def placement_of(claimed: ClaimedNode) -> NodePlacement | None:
-    """The node's dedicated NPU, unless the node or the installation asks for a
-    single-use container per execution."""
-    if claimed.isolation == "container" or settings.FLOWKIT_NPU_ISOLATION == "container":
+def npus_of(claimed: ClaimedNode) -> NpuSource | None:
+    """Where the node's execution gets its NPU: its dedicated NPU, held by the worker's
+    NPU host, unless the node or the installation asks for a single-use container per
+    execution (from the host's warm pool)."""
+    host = current_npus()
+    if host is None:
         return None
-    registry = current_registry()
-    return registry.for_node(str(claimed.pipeline_id), claimed.node_id) if registry is not None else None
+    if claimed.isolation == "container" or settings.FLOWKIT_NPU_ISOLATION == "container":
+        return host.single_use()
+    return host.for_node(str(claimed.pipeline_id), claimed.node_id)
 
 
 @shared_task(name="node_runner.run_node", bind=True)
@@ -169,10 +169,10 @@ def run_node(self: Any, run_id: str, node_id: str, attempt: int) -> None:
         run_ref=run_id,
         control=run_control(run_id),
         trace=trace,
-        # A run's nodes take warm NPUs; a node test run (a one-off from the editor or
-        # the CLI) starts its own, labelled with the test run so that it can be found.
-        pool=current_pool(),
-        dedicated=placement_of(claimed),
+        # A run's nodes go through the worker's NPU host; a node test run (a one-off
+        # from the editor or the CLI) starts its own container, labelled with the test
+        # run so that it can be found.
+        npus=npus_of(claimed),
     )
     database_away = False
     try:

@@ -1,27 +1,27 @@
 """The warm pool: NPUs started before their node arrives, each used once.
 
 Starting a hardened container costs a few hundred milliseconds; handing a job to one
-that already waits on its stdin costs a socket write. So each Celery pool process
-(a prefork child: the process that runs nodes) keeps a few started NPUs per profile
-(image, runtime and the limits fixed at creation). Taking one is a list operation
-and a zero-timeout select, with no engine call. A taken NPU runs one node; once its
-outcome is known the pool removes it in the background (``retire``), so that the
-next node of the run does not wait for the engine's cleanup. It never comes back.
+that already waits on its stdin costs a socket write. So each worker's NPU host
+(node_runner.npu_host) keeps a few started NPUs per profile (image, runtime and the
+limits fixed at creation). Taking one is a list operation and a zero-timeout select,
+with no engine call. A taken NPU runs one node in a single-use container, or becomes
+a node's dedicated NPU (node_runner.dedicated_npus). A single-use one is removed in
+the background once its outcome is known (``retire``), so that the next node of the
+run does not wait for the engine's cleanup. It never comes back.
 
 Refills happen on a background thread, at most FLOWKIT_NPU_POOL_REFILL_CONCURRENCY
 container starts at a time. Each profile is kept at a target between
 FLOWKIT_NPU_POOL_MIN and FLOWKIT_NPU_POOL_MAX that follows the number of nodes
 waiting in the worker's queue. FLOWKIT_NPU_POOL_MAX=0 turns the pool off.
 
-No NPU outlives its worker: the pool is drained when its process exits; the worker's
-main process removes any pooled NPU still there when it shuts down (a child killed
-without draining); and a pooled NPU whose process died (a crash) sees its stdin
-close, exits, and is removed by the heartbeat's reaper or the worker's next life.
+No NPU outlives its worker: the pool is drained when its NPU host exits; the worker's
+main process removes any pooled NPU still there when it shuts down (a host killed
+without draining); and a pooled NPU whose host died (a crash) sees its stdin close,
+exits, and is removed by the heartbeat's reaper or the worker's next life.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import threading
@@ -34,7 +34,6 @@ from typing import Any
 
 import docker
 import redis
-from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_shutdown
 from django.conf import settings
 
 from control_unit.limits import NodeLimits
@@ -42,7 +41,6 @@ from control_unit.routing import worker_queues
 from node_runner.container_spec import POOL_LABEL, npu_container_options
 from node_runner.npu_execution import ensure_npu_network
 from node_runner.ready_npu import NpuUnavailable, ReadyNpu, discard, remove_npu, start_npu
-from node_runner.reaper import reap_worker_containers
 
 log = logging.getLogger(__name__)
 
@@ -304,52 +302,14 @@ def queued_nodes(queues: list[str]) -> Callable[[], int]:
     return count
 
 
-# This process's pool (a prefork child's), and the worker's name, which the main
-# process learns before it forks its children.
-_pool: WarmPool | None = None
-_worker_name: str | None = None
-
-
-def current_pool() -> WarmPool | None:
-    return _pool
-
-
-def worker_name() -> str | None:
-    """The name of the worker this process belongs to (None outside a worker)."""
-    return _worker_name
-
-
-@celeryd_after_setup.connect
-def _remember_worker_name(sender: str, **kwargs: Any) -> None:
-    global _worker_name
-    _worker_name = sender
-
-
-@worker_process_init.connect
-def _fill_pool(**kwargs: Any) -> None:
-    global _pool
+def open_pool(worker: str) -> WarmPool | None:
+    """The warm pool of ``worker``'s NPU host (node_runner.npu_host); None when
+    FLOWKIT_NPU_POOL_MAX is 0."""
     bounds = PoolBounds.from_settings()
-    if _worker_name is None or bounds.maximum == 0:
-        return
+    if bounds.maximum == 0:
+        return None
     queues = worker_queues(settings.FLOWKIT_CELERY_QUEUE, settings.FLOWKIT_WORKER_CAPABILITIES)
-    _pool = WarmPool(bounds, pooled_npu_launcher(_worker_name), queued_nodes(queues))
-    _pool.keep_warm(PoolProfile.of(NodeLimits.defaults()))
-    _pool.start()
-
-
-@worker_process_shutdown.connect
-def _drain_pool(**kwargs: Any) -> None:
-    if _pool is not None:
-        _pool.drain()
-
-
-@worker_shutdown.connect
-def _remove_leftovers(sender: Any = None, **kwargs: Any) -> None:
-    # The main process, after its children stopped: a child killed without draining
-    # (a memory limit, a cold shutdown) left its waiting NPUs behind.
-    name = getattr(sender, "hostname", None)
-    if name and settings.FLOWKIT_NPU_POOL_MAX > 0:
-        with contextlib.suppress(Exception):
-            removed = reap_worker_containers(name, kept_only=True)
-            if removed:
-                log.info("removed %d pooled or dedicated NPUs left by %s's processes", len(removed), name)
+    pool = WarmPool(bounds, pooled_npu_launcher(worker), queued_nodes(queues))
+    pool.keep_warm(PoolProfile.of(NodeLimits.defaults()))
+    pool.start()
+    return pool

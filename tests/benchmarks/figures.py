@@ -215,12 +215,12 @@ def _chain(sizes: Sizes) -> Section | None:
         "this one). FlowKit: run start to run succeeded as the FCB stamps them, the median of the runs. "
         "Dedicated NPUs (the default): each node runs in a fresh process of its own long-lived NPU. Cold: "
         "the first run of a freshly saved pipeline, whose nodes each adopt an NPU from the warm pool (or "
-        "start one when the pool is empty); warm: the second run of the same version. A Celery worker's "
-        "prefork processes each keep their own dedicated NPUs, so these rows use a worker pinned to one "
-        f"process, with `FLOWKIT_NPU_DEDICATED_MAX={DEDICATED_PINNED_MAX}` (room for the chain's "
-        f"{sizes.chain} nodes).{reuse_note} The worker-defaults rows show what two "
-        "processes and the default bound give instead. `isolation: container`: a single-use container per "
-        "execution, with the pool warm (two worker processes, as before issue 14) or disabled. Prefect 3, "
+        "start one when the pool is empty); warm: the second run of the same version. These rows use a "
+        f"worker of one pool process with `FLOWKIT_NPU_DEDICATED_MAX={DEDICATED_PINNED_MAX}` (room for the "
+        f"chain's {sizes.chain} nodes).{reuse_note} The worker-defaults rows show the worker as `make up` "
+        "starts it: its pool processes share the NPUs its NPU host holds, with the default bound. "
+        "`isolation: container`: a single-use container per execution, with the pool warm (two worker "
+        "processes, as before issue 14) or disabled. Prefect 3, "
         "in its own virtual environment (~/.cache/flowkit-bench/prefect-venv, installed by the benchmark), "
         f"the same {sizes.chain} tasks in one flow on a local ephemeral API server with SQLite, timed inside "
         "the script after an untimed warm-up flow. The floor: "
@@ -381,10 +381,10 @@ def _memory(sizes: Sizes) -> Section | None:
         )
     rows.append(("bare Python interpreter, RSS (baseline)", python / MIB, "1.00"))
     text = [
-        "After the runs above. The worker's figure adds the resident memory of its main process "
-        "and its prefork children, so pages they share are counted in each (as `ps` would). The "
-        "NPUs' is what `docker stats` shows: the container's cgroup memory less its inactive "
-        "file cache. A dedicated NPU is held per node and worker process while its node runs "
+        "After the runs above. The worker's figure adds the resident memory of its main process, "
+        "its prefork children and its NPU host, so pages they share are counted in each (as `ps` "
+        "would). The NPUs' is what `docker stats` shows: the container's cgroup memory less its "
+        "inactive file cache. A dedicated NPU is held per node and worker while its node runs "
         "(let go after `FLOWKIT_NPU_DEDICATED_IDLE_S` without an execution).",
     ]
     return "Memory", text, ("process", "MiB", "/ bare Python"), rows

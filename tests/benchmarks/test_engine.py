@@ -175,8 +175,9 @@ def test_chain_on_dedicated_npus_cold_then_warm(django_db_setup: None, log_dir: 
 
 
 def test_chain_on_dedicated_npus_with_the_worker_defaults(warm_worker: BenchWorker):
-    """As deployed: two prefork processes, each with its own dedicated NPUs and the default
-    bound (FLOWKIT_NPU_DEDICATED_MAX): how many nodes of the second run find their NPU."""
+    """As deployed: two pool processes sharing the dedicated NPUs of their NPU host, and
+    the default bound (FLOWKIT_NPU_DEDICATED_MAX): how many nodes of the second run find
+    their NPU."""
     warm_worker.wait_until_pool_is_warm()
     version = saved_pipeline("dedicated chain, worker defaults", chain_document(CHAIN_LENGTH, FIBO_NODE))
     cold = run_version_to_completion(version)

@@ -6,12 +6,10 @@ warm" and "pool disabled" are two worker processes. Each gets a queue of its own
 the session's `celery_worker` (tests/conftest.py), started by other benchmarks, must
 never take a benchmark's node, nor one benchmark worker another's.
 
-Dedicated NPUs belong to a worker's prefork process (node_runner.dedicated_npus): a
-worker of two processes may run a node's second execution in the process that does
-not hold its NPU yet. The dedicated-NPU benchmark's worker is pinned to one process,
-and holds more NPUs than a chain has nodes (DEDICATED_PINNED), so that the second run
-of a chain finds every node's NPU; the default worker shows what two processes and
-the default bound do to that.
+Dedicated NPUs belong to a worker's NPU host (node_runner.npu_host), shared by its
+pool processes. The dedicated-NPU benchmark's worker has one pool process and holds
+more NPUs than a chain has nodes whatever the installation sets (DEDICATED_PINNED);
+the default worker shows what two processes and the default bound give.
 """
 
 from __future__ import annotations
@@ -102,8 +100,8 @@ class BenchWorker:
         return True
 
     def rss_bytes(self) -> int:
-        """Resident memory of the worker's main process and its pool children. Pages
-        they share (the forked interpreter) are counted in each, as `ps` does."""
+        """Resident memory of the worker's main process, its pool children and its NPU
+        host. Pages they share (the forked interpreter) are counted in each, as `ps` does."""
         main = psutil.Process(self.process.process.pid)
         return sum(process.memory_info().rss for process in [main, *main.children(recursive=True)])
 

@@ -250,6 +250,9 @@ def test_pausing_one_run_stops_only_its_execution_and_another_run_of_the_node_fi
     for run in (paused, other):
         wait_for_node(run, "n", ("running",))
     wait_until(lambda: all(containers_of(run) for run in (paused, other)), "the executions never started")
+    # Two pool processes of the worker run them, in the node's one NPU (its NPU host
+    # holds it for every process), two at once as the node's concurrency allows.
+    assert containers_of(paused) == containers_of(other)
 
     do_pause_run(paused.id)
     paused_at = time.monotonic()
@@ -271,3 +274,27 @@ def test_pausing_one_run_stops_only_its_execution_and_another_run_of_the_node_fi
     paused = wait_for_run(paused, wait_s=60)
     assert paused.state == "succeeded", nodes_of(paused)["n"].error
     assert nodes_of(paused)["n"].outputs["value"] >= 4 + 2.5, "the paused execution went on while paused"
+
+
+def test_two_processes_of_a_worker_share_a_node_s_npu_one_execution_at_a_time(
+    celery_worker, transactional_db
+):
+    """Concurrency 1 (the default): two runs of the node, taken by the worker's two
+    pool processes at once, go through the node's one NPU one after the other."""
+    # Its own start and end, by the host's clock (an NPU shares it).
+    slow = node_code("import time\nstart = time.time()\ntime.sleep(1.5)\nvalue = [start, time.time()]")
+    version = do_create_pipeline("one at a time", one_node(slow)).latest_version()
+    first, second = do_start_run(version), do_start_run(version)
+    spans = []
+    for run in (first, second):
+        run = wait_for_run(run, wait_s=90)
+        assert run.state == "succeeded", nodes_of(run)["n"].error
+        spans.append(nodes_of(run)["n"].outputs["value"])
+
+    executions = sorted(
+        NodeExecution.objects.filter(run__in=(first, second), node_id="n"), key=lambda row: row.started_at
+    )
+    assert len(executions) == 2
+    assert executions[0].container_id == executions[1].container_id, "the node got two NPUs"
+    earlier, later = sorted(spans)
+    assert later[0] >= earlier[1], f"the node ran twice at once: {spans}"

@@ -957,7 +957,7 @@ class NodeInThisProcess:
         try:
             return execute_node(
                 node_id="n", label="n", code=code, inputs=inputs, attempt=1, limits=limits, labels={},
-                run_ref=f"in-process-{uuid.uuid4()}", dedicated=self.placement,
+                run_ref=f"in-process-{uuid.uuid4()}", npus=self.placement,
             )  # fmt: skip
         finally:
             connections.close_all()  # this thread's own
@@ -982,11 +982,11 @@ def node_in_this_process(docker_engine: Any) -> Iterator[NodeInThisProcess]:
 def test_a_concurrent_execution_cannot_write_into_another_s_result_stream(
     dedicated_sandbox: Sandbox, node_in_this_process: NodeInThisProcess, record_property: Any
 ):
-    """With ``concurrency`` 2 the node's NPU runs two executions at once. A worker never
-    does that (one node at a time per process, one registry per process), so the runner's
-    code is driven from here: the victim waits; the attacker tries every descriptor of
-    every other process of the NPU (the victim's, the fork server's) to write forged
-    frames, and every way into their memory."""
+    """With ``concurrency`` 2 the node's NPU runs two executions at once. The runner's
+    code is driven from here (as a worker's NPU host drives it for two pool processes),
+    so that the attacker starts only once the victim runs: the victim waits; the
+    attacker tries every descriptor of every other process of the NPU (the victim's,
+    the fork server's) to write forged frames, and every way into their memory."""
     limits = {"concurrency": 2, "timeout_s": 60}
     gvisor = runtime() == "runsc"
     bystander = dedicated_sandbox.start_bystander()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 
 from control_unit.limits import NodeLimits
 from node_runner.dedicated_npus import DedicatedBounds, DedicatedNpus, NodeKey
@@ -18,6 +19,7 @@ class FakeConnection:
     id: str
     now: Any
     running: int = 0
+    reserved: int = 0
     executions_served: int = 0
     failure: str | None = None
     closed: bool = False
@@ -31,8 +33,15 @@ class FakeConnection:
     def alive(self) -> bool:
         return self.failure is None
 
-    def wait_for_slot(self, concurrency: int, timeout_s: float) -> bool:
-        return self.running < concurrency and self.alive
+    def reserve(self, concurrency: int, stuck_after_s: float) -> bool:
+        # A real NPU waits for a slot; the fakes of these tests never have to.
+        if not self.alive or self.running > self.reserved or self.reserved >= concurrency:
+            return False
+        self.reserved += 1
+        return True
+
+    def unreserve(self) -> None:
+        self.reserved -= 1
 
 
 @dataclass
@@ -42,8 +51,12 @@ class FakeBook:
     opened_npus: list[tuple[str, bool]] = field(default_factory=list)
     closed_npus: list[str] = field(default_factory=list)
     deleted: set[str] = field(default_factory=set)
+    # The database is away: nothing can be written.
+    failing: bool = False
 
     def opened(self, key: NodeKey, connection: Any, adopted: bool) -> None:
+        if self.failing:
+            raise OperationalError("the database is away")
         self.opened_npus.append((connection.id, adopted))
 
     def used(self, connections: list[Any]) -> None:
@@ -53,7 +66,8 @@ class FakeBook:
         self.closed_npus.append(container_id)
 
     def kept(self, container_ids: list[str]) -> set[str]:
-        return {cid for cid in container_ids if cid not in self.deleted}
+        booked = {cid for cid, _ in self.opened_npus}
+        return {cid for cid in container_ids if cid in booked and cid not in self.deleted}
 
 
 class Harness:
@@ -118,6 +132,17 @@ def test_two_nodes_or_two_pipelines_never_share_an_npu(harness):
     assert len(ids) == 3
 
 
+def test_a_node_s_npu_runs_at_most_its_concurrency_at_once(harness):
+    pair = NodeLimits.from_overrides({"concurrency": 2})
+    first, second = harness.lease(limits=pair), harness.lease(limits=pair)
+    assert first.connection is second.connection
+    assert first.connection.reserved == 2
+
+    first.release(healthy=True)
+    assert second.connection.reserved == 1
+    assert harness.lease(limits=pair).connection is second.connection
+
+
 def test_another_profile_of_the_same_node_gets_another_npu(harness):
     small = harness.lease(limits=NodeLimits.from_overrides({}))
     big = harness.lease(limits=NodeLimits.from_overrides({"memory_mb": 512}))
@@ -156,12 +181,25 @@ def test_an_npu_is_replaced_after_its_maximum_of_executions(harness):
 
 def test_an_idle_npu_is_let_go_and_a_busy_one_is_kept(harness):
     idle, busy = harness.lease("idle"), harness.lease("busy")
-    busy.connection.running = 1
+    idle.release(healthy=True)
     harness.time += 61
     harness.registry.tidy()
 
     assert harness.removed == [idle.connection.id]
     assert list(harness.registry.held().values()) == [busy.connection]
+
+
+def test_an_npu_the_book_missed_is_kept_and_booked_once_the_database_is_back(harness):
+    harness.book.failing = True
+    lease = harness.lease()
+    harness.registry.tidy()
+    assert harness.removed == [], "an NPU missing from the book was taken for a deleted one"
+
+    harness.book.failing = False
+    harness.registry.tidy()
+    assert harness.book.opened_npus == [(lease.connection.id, False)]
+    harness.registry.tidy()
+    assert harness.removed == []
 
 
 def test_an_npu_whose_pipeline_was_deleted_is_let_go(harness):
@@ -175,6 +213,7 @@ def test_an_npu_whose_pipeline_was_deleted_is_let_go(harness):
 def test_beyond_the_maximum_the_least_recently_used_idle_npu_goes_first(harness):
     leases = [harness.lease(node) for node in ("a", "b", "c")]
     for offset, lease in zip((3, 1, 2), leases, strict=True):
+        lease.release(healthy=True)
         lease.connection.last_used = harness.time + offset
     harness.lease("d")
 

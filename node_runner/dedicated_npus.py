@@ -100,7 +100,7 @@ class DedicatedLease:
 
 @dataclass(frozen=True)
 class NodePlacement:
-    """A node of a pipeline, asking its registry for its NPU (npu_execution.DedicatedNpuSource)."""
+    """A node of a pipeline, asking its registry for its NPU (an npu_execution.NpuSource)."""
 
     registry: DedicatedNpus
     pipeline_id: str
@@ -176,7 +176,9 @@ class DedicatedNpus:
             reason = connection.failure or "its execution left it unusable"
             where = f"{key.pipeline_id}/{key.node_id}"
             log.info("dedicated NPU %s of %s is replaced: %s", connection.id[:12], where, reason)
-        self._forget(key, connection, graceful=healthy)
+        # No new execution goes to it; one still running in it (concurrency > 1) may
+        # finish first, unless the NPU itself is gone.
+        self._forget(key, connection, graceful=True)
 
     def _connection_for(self, key: NodeKey, limits: NodeLimits) -> NpuConnection:
         with self._lock:

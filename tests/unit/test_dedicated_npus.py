@@ -170,6 +170,21 @@ def test_a_broken_npu_is_replaced_and_removed(harness):
     assert harness.book.closed_npus == [lease.connection.id]
 
 
+def test_a_broken_npu_still_running_another_execution_goes_once_that_one_is_done(harness):
+    pair = NodeLimits.from_overrides({"concurrency": 2})
+    broken, other = harness.lease(limits=pair), harness.lease(limits=pair)
+    other.connection.running = 1
+    broken.release(healthy=False)
+
+    assert harness.lease(limits=pair).connection is not other.connection, "a broken NPU took a new execution"
+    harness.registry.tidy()
+    assert harness.removed == []
+    other.connection.running = 0
+    other.release(healthy=True)
+    harness.registry.tidy()
+    assert harness.removed == [other.connection.id]
+
+
 def test_an_npu_is_replaced_after_its_maximum_of_executions(harness):
     lease = harness.lease()
     lease.connection.executions_served = 5

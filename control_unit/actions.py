@@ -50,6 +50,22 @@ RESULT_FIELDS = (
 )  # fmt: skip
 
 
+def do_cancel_node_test_run(test_run_id: Any, user: Any = None) -> NodeTestRun:
+    """Cancel a queued or running test run; its runner stops the execution at its next
+    look at the state (within a fraction of a second) and its outcome is discarded."""
+    with transaction.atomic():
+        cancelled = NodeTestRun.objects.filter(id=test_run_id, state__in=sources_of(S.CANCELLED)).update(
+            state=S.CANCELLED,
+            finished_at=timezone.now(),
+            error={"error_type": "NodeCancelled", "message": "the node test was cancelled"},
+        )
+        test_run = NodeTestRun.objects.get(id=test_run_id)
+        if not cancelled:
+            raise InvalidTransition(f"node test run {test_run_id}", test_run.state, S.CANCELLED)
+        audit.record("node_test.cancel", user, test_run.id, label=test_run.label)
+    return test_run
+
+
 def do_finish_node_test_run(test_run_id: str, *, result: dict[str, Any]) -> None:
     target = S.FAILED if result.get("error") else S.SUCCEEDED
     stored = {name: result[name] for name in RESULT_FIELDS if name in result}

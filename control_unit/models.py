@@ -17,6 +17,7 @@ class NodeTestRunState(models.TextChoices):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class NodeTestRun(models.Model):
@@ -48,7 +49,7 @@ class NodeTestRun(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.state in (NodeTestRunState.SUCCEEDED, NodeTestRunState.FAILED)
+        return self.state in (NodeTestRunState.SUCCEEDED, NodeTestRunState.FAILED, NodeTestRunState.CANCELLED)
 
 
 class Pipeline(models.Model):
@@ -182,6 +183,9 @@ class NodeRun(models.Model):
     due_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The last sign of life of the runner holding a claimed attempt (set at the claim,
+    # then stamped by node_runner.attempt_stamps); an attempt silent too long is failed.
+    alive_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "id"]
@@ -189,7 +193,10 @@ class NodeRun(models.Model):
         indexes = [
             models.Index(
                 fields=["due_at"], name="noderun_overdue", condition=models.Q(state="queued", dispatched=True)
-            )
+            ),
+            models.Index(
+                fields=["alive_at"], name="noderun_held", condition=models.Q(state__in=("running", "paused"))
+            ),
         ]
 
     def __str__(self) -> str:

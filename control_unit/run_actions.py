@@ -5,7 +5,7 @@ so a finishing worker and a user's cancel can never both win."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -93,7 +93,7 @@ def do_claim_node(run_id: Any, node_id: str, attempt: int, worker: str) -> Claim
         save_step(run, fcb, step, rows)
         if not step.claimed:
             return None
-        NodeRun.objects.filter(run=run, node_id=node_id).update(worker=worker)
+        NodeRun.objects.filter(run=run, node_id=node_id).update(worker=worker, alive_at=timezone.now())
     spec = graph.nodes[node_id]
     limits = dict(spec.limits)
     return ClaimedNode(
@@ -159,15 +159,42 @@ def do_fail_stranded_attempts(
     stranded = NodeRun.objects.filter(worker=worker, state__in=("running", "paused"))
     if claimed_before is not None:
         stranded = stranded.filter(started_at__lt=claimed_before)
+    attempts = stranded.values_list("run_id", "node_id", "attempt")
+    return _fail_attempts(attempts, {"error_type": "WorkerLost", "message": reason})
+
+
+def do_fail_silent_attempts(silent_after_s: float) -> list[tuple[str, str, int]]:
+    """Fail the claimed attempts whose runner gave no sign of life for ``silent_after_s``
+    (node_runner.attempt_stamps): its process was killed or hangs while its worker
+    lives on. Each fails with RunnerLost, retried where its node has retries left."""
+    cutoff = timezone.now() - timedelta(seconds=silent_after_s)
+    silent = NodeRun.objects.filter(state__in=("running", "paused"), alive_at__lt=cutoff).values_list(
+        "run_id", "node_id", "attempt", "worker"
+    )
     failed = []
-    for run_id, node_id, attempt in stranded.values_list("run_id", "node_id", "attempt"):
-        error = {"error_type": "WorkerLost", "message": reason}
+    for run_id, node_id, attempt, worker in silent[:500]:
+        error = {
+            "error_type": "RunnerLost",
+            "message": f"the runner of this attempt on worker {worker} stopped "
+            f"(no sign of it for {silent_after_s:g} s)",
+        }
+        failed += _fail_attempts([(run_id, node_id, attempt)], error)
+    if failed:
+        log.warning("failed %d attempts whose runner went silent: %s", len(failed), failed[:10])
+    return failed
+
+
+def _fail_attempts(
+    attempts: Iterable[tuple[Any, str, int]], error: dict[str, str]
+) -> list[tuple[str, str, int]]:
+    failed = []
+    for run_id, node_id, attempt in attempts:
         # The attempt's execution closes in the same transaction as its outcome: the
         # runner that would have closed it is gone, and no reader may see the run
         # finished while its timeline still shows the attempt running.
         with transaction.atomic():
-            if do_record_node_outcome(run_id, node_id, attempt, {"error": error}):
-                end_lost_executions([(str(run_id), node_id, attempt)])
+            if do_record_node_outcome(run_id, node_id, attempt, {"error": dict(error)}):
+                end_lost_executions([(str(run_id), node_id, attempt)], error["error_type"])
                 failed.append((str(run_id), node_id, attempt))
     return failed
 

@@ -8,10 +8,11 @@ from control_unit.models import NodeTestRunState as S
 __all__ = ["NODE_TEST_RUN_TRANSITIONS", "InvalidTransition", "sources_of"]
 
 NODE_TEST_RUN_TRANSITIONS: dict[str, frozenset[str]] = {
-    S.QUEUED: frozenset({S.RUNNING, S.FAILED}),
-    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED}),
+    S.QUEUED: frozenset({S.RUNNING, S.FAILED, S.CANCELLED}),
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
 }
 
 

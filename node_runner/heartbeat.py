@@ -11,7 +11,9 @@ the name of one that died does the same for its previous life at once. A run who
 worker is lost therefore moves on within about LOST_AFTER_S + HEARTBEAT_S, or twice
 LOST_AFTER_S when the only workers left have just started or just got their database
 back: a worker judges its peers only once its own beats have gone through for
-LOST_AFTER_S (LossJudgement).
+LOST_AFTER_S (LossJudgement). Likewise, after FLOWKIT_ATTEMPT_SILENT_AFTER_S of steady
+beats, it fails the attempts of live workers whose runner stopped stamping them
+(node_runner.attempt_stamps) with RunnerLost.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
-from control_unit.run_actions import do_fail_stranded_attempts, do_redispatch_overdue
+from control_unit.run_actions import do_fail_silent_attempts, do_fail_stranded_attempts, do_redispatch_overdue
 from control_unit.trace_retention import prune_traces, take_prune_turn
 from control_unit.worker_wait import do_note_waiting_nodes
 from node_runner.npu_inventory import running_npus
@@ -298,8 +300,14 @@ class Heartbeat:
                 except Exception:
                     self.judgement.beat_failed()
                     raise
-                if self.judgement.beat_succeeded(time.monotonic(), settings.FLOWKIT_WORKER_LOST_AFTER_S):
+                now = time.monotonic()
+                if self.judgement.beat_succeeded(now, settings.FLOWKIT_WORKER_LOST_AFTER_S):
                     recover_lost_workers()
+                # Runners stamp their attempts through the same database: once this
+                # worker's beats have gone through for as long as an attempt may be
+                # silent, every live runner has had its turn to stamp.
+                if self.judgement.beat_succeeded(now, settings.FLOWKIT_ATTEMPT_SILENT_AFTER_S):
+                    do_fail_silent_attempts(settings.FLOWKIT_ATTEMPT_SILENT_AFTER_S)
                 reap_exited(self.name)
                 do_redispatch_overdue(settings.FLOWKIT_REDISPATCH_AFTER_S)
                 do_note_waiting_nodes()

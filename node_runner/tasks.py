@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -12,9 +13,11 @@ from django.conf import settings
 
 from control_unit.actions import do_claim_node_test_run, do_finish_node_test_run
 from control_unit.limits import LimitError, NodeLimits
-from control_unit.models import NodeTestRun, Run
+from control_unit.models import NodeTestRun, NodeTestRunState, Run
 from control_unit.run_actions import ClaimedNode, do_claim_node, do_record_node_outcome
+from control_unit.transitions import InvalidTransition
 from node_runner import heartbeat  # noqa: F401 - connects the worker's heartbeat to Celery's signals
+from node_runner.attempt_stamps import stamps
 from node_runner.npu_execution import NpuOutcome, NpuSource, RunControl, execute_in_npu
 from node_runner.ready_npu import NpuUnavailable
 from node_runner.wire import NpuJob
@@ -96,18 +99,40 @@ def run_node_test(test_run_id: str) -> None:
         log.info("node test run %s is already taken or finished; skipping", test_run_id)
         return
     test_run = NodeTestRun.objects.get(id=test_run_id)
-    result = execute_node(
-        node_id=test_run.label or "node",
-        label=test_run.label,
-        code=test_run.code,
-        inputs=test_run.inputs,
-        attempt=1,
-        limits=test_run.limits,
-        labels={"flowkit.test_run": test_run_id},
-        run_ref=f"test-{test_run_id}",
-    )
-    do_finish_node_test_run(test_run_id, result=result)
+    try:
+        result = execute_node(
+            node_id=test_run.label or "node",
+            label=test_run.label,
+            code=test_run.code,
+            inputs=test_run.inputs,
+            attempt=1,
+            limits=test_run.limits,
+            labels={"flowkit.test_run": test_run_id},
+            run_ref=f"test-{test_run_id}",
+            control=node_test_control(test_run_id),
+        )
+    except Exception as exc:  # noqa: BLE001 - runner_failure logs it, without its text
+        result = runner_failure(exc, "run the node test", f"node test run {test_run_id}")
+    try:
+        do_finish_node_test_run(test_run_id, result=result)
+    except InvalidTransition as exc:
+        log.info("node test run %s ended after it was cancelled: %s", test_run_id, exc)
+        return
     log.info("node test run %s finished: %s", test_run_id, "failed" if result.get("error") else "succeeded")
+
+
+def node_test_control(test_run_id: str) -> Callable[[], str]:
+    """What a node test run wants of its execution: to stop once it was cancelled."""
+
+    def wanted() -> str:
+        try:
+            state = NodeTestRun.objects.filter(id=test_run_id).values_list("state", flat=True).first()
+        except DATABASE_UNAVAILABLE:
+            forget_connection()
+            return "unknown"
+        return "run" if state == NodeTestRunState.RUNNING else "cancel"
+
+    return wanted
 
 
 def run_control(run_id: str) -> Callable[[], str]:
@@ -150,30 +175,43 @@ def run_node(self: Any, run_id: str, node_id: str, attempt: int) -> None:
     if claimed is None:
         log.info("run %s node %s attempt %s: nothing to do", run_id, node_id, attempt)
         return
+    with stamps.holding(run_id, node_id, attempt):
+        run_claimed(claimed, worker)
+
+
+def run_claimed(claimed: ClaimedNode, worker: str) -> None:
+    """Run a claimed attempt and record its outcome. The attempt is this worker's now:
+    whatever fails here ends it with an outcome, never leaves it running (and should
+    this process die or hang, its stamps stop and the watchdog fails it)."""
+    run_id, node_id, attempt = claimed.run_id, claimed.node_id, claimed.attempt
+    where = f"run {run_id} node {node_id} attempt {attempt}"
     trace = NodeTrace(
         run_id=run_id, pipeline_id=claimed.pipeline_id, node_id=node_id, attempt=attempt, worker=worker
     )
-    result = execute_node(
-        node_id=node_id,
-        label=claimed.label,
-        code=claimed.code,
-        inputs=claimed.inputs,
-        attempt=attempt,
-        limits=claimed.limits,
-        labels={
-            "flowkit.run": run_id,
-            "flowkit.node": node_id,
-            "flowkit.attempt": str(attempt),
-            "flowkit.worker": worker,
-        },
-        run_ref=run_id,
-        control=run_control(run_id),
-        trace=trace,
-        # A run's nodes go through the worker's NPU host; a node test run (a one-off
-        # from the editor or the CLI) starts its own container, labelled with the test
-        # run so that it can be found.
-        npus=npus_of(claimed),
-    )
+    try:
+        result = execute_node(
+            node_id=node_id,
+            label=claimed.label,
+            code=claimed.code,
+            inputs=claimed.inputs,
+            attempt=attempt,
+            limits=claimed.limits,
+            labels={
+                "flowkit.run": run_id,
+                "flowkit.node": node_id,
+                "flowkit.attempt": str(attempt),
+                "flowkit.worker": worker,
+            },
+            run_ref=run_id,
+            control=run_control(run_id),
+            trace=trace,
+            # A run's nodes go through the worker's NPU host; a node test run (a one-off
+            # from the editor or the CLI) starts its own container, labelled with the test
+            # run so that it can be found.
+            npus=npus_of(claimed),
+        )
+    except Exception as exc:  # noqa: BLE001 - runner_failure logs it, without its text
+        result = runner_failure(exc, "run the node", where)
     database_away = False
     try:
         trace.finish(result)
@@ -207,7 +245,26 @@ def run_node(self: Any, run_id: str, node_id: str, attempt: int) -> None:
             run_id, node_id, attempt,
         )  # fmt: skip
         return
+    except Exception as exc:  # noqa: BLE001 - runner_failure logs it, without its text
+        # The outcome itself cannot be stored (a value the database refuses, a bug): the
+        # attempt still ends, failed, rather than stay running.
+        result = runner_failure(exc, "store the node's outcome", where)
+        applied = with_database_retry(
+            lambda: do_record_node_outcome(run_id, node_id, attempt, result), what=f"failure of {node_id}"
+        )
     _log_recorded(run_id, node_id, attempt, result, applied)
+
+
+def runner_failure(exc: Exception, doing: str, where: str) -> dict[str, Any]:
+    """The outcome of an attempt whose runner failed after its claim. Its message and
+    the log name the exception's type and where it was raised, never its text, which
+    may hold a value of the node's (a secret not yet masked)."""
+    log.error(
+        "%s: the runner could not %s (%s)\n%s",
+        where, doing, type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)),
+    )  # fmt: skip
+    message = f"the node runner could not {doing}: {type(exc).__name__} (details in the worker's log)"
+    return {"error": {"error_type": "RunnerError", "message": message}}
 
 
 # An outcome waiting in the broker is tried again 1, 2, 4 ... 60 s apart: for about

@@ -252,9 +252,9 @@ def end_execution_recorded_late(
         )
 
 
-def end_lost_executions(attempts: Iterable[tuple[str, str, int]]) -> int:
+def end_lost_executions(attempts: Iterable[tuple[str, str, int]], error_type: str = "WorkerLost") -> int:
     """Close the executions of attempts that failed because their worker was lost or
-    restarted (control_unit.run_actions.do_fail_stranded_attempts): the runner that
+    restarted, or their runner went silent (control_unit.run_actions): the runner that
     would write their end is gone, and the timeline would show them running for ever.
     One the runner had closed already keeps what its NPU did. Returns how many closed."""
     now = timezone.now()
@@ -265,6 +265,6 @@ def end_lost_executions(attempts: Iterable[tuple[str, str, int]]) -> int:
             duration_s = max(0.0, (now - execution.started_at).total_seconds())
             # Conditional: a runner that was only slow may close it at the same moment.
             closed += NodeExecution.objects.filter(id=execution.id, outcome="running").update(
-                outcome="failed", error_type="WorkerLost", finished_at=now, duration_s=duration_s
+                outcome="failed", error_type=error_type, finished_at=now, duration_s=duration_s
             )
     return closed

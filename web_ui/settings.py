@@ -208,6 +208,18 @@ FLOWKIT_WORKER_LOST_AFTER_S = env_float("FLOWKIT_WORKER_LOST_AFTER_S", 15.0, min
 # A queued node that no worker claimed this long after it was due is sent again (its
 # message was lost: a broker restart). Longer than a busy queue's normal wait.
 FLOWKIT_REDISPATCH_AFTER_S = env_float("FLOWKIT_REDISPATCH_AFTER_S", 120.0, minimum=1.0, maximum=24 * 3600)
+# The process running a claimed attempt stamps it this often; an attempt of a live
+# worker with no stamp for FLOWKIT_ATTEMPT_SILENT_AFTER_S (its process was killed, or
+# hangs) fails with RunnerLost, retried where the node has retries left.
+FLOWKIT_ATTEMPT_STAMP_S = env_float("FLOWKIT_ATTEMPT_STAMP_S", 10.0, minimum=0.1, maximum=600)
+FLOWKIT_ATTEMPT_SILENT_AFTER_S = env_float(
+    "FLOWKIT_ATTEMPT_SILENT_AFTER_S", 60.0, minimum=1.0, maximum=24 * 3600
+)
+if FLOWKIT_ATTEMPT_SILENT_AFTER_S < 3 * FLOWKIT_ATTEMPT_STAMP_S:
+    # A live runner whose stamp was delayed once (a slow database) must not be taken for a dead one.
+    raise ImproperlyConfigured(
+        "FLOWKIT_ATTEMPT_SILENT_AFTER_S must be at least 3 times FLOWKIT_ATTEMPT_STAMP_S"
+    )
 
 # Secret vault master keys (Fernet; the first encrypts, all decrypt). From the
 # environment or a _FILE, never from the database; mandatory outside DEBUG.

@@ -108,6 +108,21 @@ def test_testing_one_node_shows_its_outputs_and_logs(editor_page: Page, celery_w
     expect(result.locator(".fk-logs")).to_contain_text("doubling 21")
 
 
+def test_a_node_test_can_be_cancelled_while_it_runs(editor_page: Page, celery_worker):
+    page = editor_page
+    page.goto(f"/app/pipelines/{two_node_pipeline()}")
+    select_node(page, "a")
+    page.get_by_label("Inputs (JSON)").fill('{"in": "wait"}')
+    page.get_by_role("button", name="Test node").click()
+    result = page.locator(".fk-test-result")
+    expect(result).to_have_attribute("data-state", "running", timeout=90_000)
+    page.get_by_role("button", name="Cancel test").click()
+    expect(result).to_have_attribute("data-state", "cancelled", timeout=30_000)
+    expect(result.locator(".fk-error")).to_contain_text("NodeCancelled")
+    expect(page.get_by_role("button", name="Cancel test")).to_have_count(0)
+    expect(page.get_by_role("button", name="Test node")).to_be_enabled()
+
+
 def test_automatic_layout_orders_nodes_left_to_right_and_undoes(editor_page: Page):
     page = editor_page
     page.goto(f"/app/pipelines/{two_node_pipeline(positions=((400, 200), (0, 0)))}")

@@ -32,7 +32,7 @@ def wait_finished(client: Client, test_run_id: str, wait_s: float = 90) -> dict:
     deadline = time.monotonic() + wait_s
     while True:
         body = client.get(f"/api/node-tests/{test_run_id}").json()
-        if body["state"] in ("succeeded", "failed"):
+        if body["state"] in ("succeeded", "failed", "cancelled"):
             return body
         assert time.monotonic() < deadline, f"node test {test_run_id} still {body['state']}"
         time.sleep(0.1)
@@ -58,6 +58,38 @@ def test_a_failing_node_test_reports_its_error(celery_worker):
     result = wait_finished(editor, response.json()["id"])
     assert result["state"] == "failed"
     assert "ZeroDivisionError" in json.dumps(result["error"])
+
+
+def test_an_editor_cancels_a_running_node_test_and_its_execution_stops(celery_worker, docker_engine):
+    editor = client_with_role("editor")
+    sleeper = node_code("import time\ntime.sleep(300)\nvalue = 1")
+    response = start(editor, {"code": sleeper, "label": "sleeper"})
+    test_run_id = response.json()["id"]
+    deadline = time.monotonic() + 60
+    while (body := editor.get(f"/api/node-tests/{test_run_id}").json())["state"] != "running":
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+    labels = {"label": f"flowkit.test_run={test_run_id}"}
+    while not docker_engine.containers.list(filters=labels):
+        assert time.monotonic() < deadline, "the node test's NPU never started"
+        time.sleep(0.1)
+    viewer = client_with_role("viewer")
+    assert viewer.post(f"/api/node-tests/{test_run_id}/cancel").status_code == 403
+
+    cancelled = editor.post(f"/api/node-tests/{test_run_id}/cancel")
+
+    assert cancelled.status_code == 200, cancelled.content
+    assert cancelled.json()["state"] == "cancelled"
+    assert cancelled.json()["error"]["error_type"] == "NodeCancelled"
+    # The runner stops the execution and removes its single-use container.
+    deadline = time.monotonic() + 30
+    while docker_engine.containers.list(all=True, filters=labels):
+        assert time.monotonic() < deadline, "the cancelled node test's NPU is still there"
+        time.sleep(0.2)
+    assert wait_finished(editor, test_run_id)["state"] == "cancelled"
+    again = editor.post(f"/api/node-tests/{test_run_id}/cancel")
+    assert again.status_code == 409
+    assert again.json()["code"] == "invalid_transition"
 
 
 def test_bad_limits_are_refused_before_anything_is_stored():

@@ -1,8 +1,8 @@
 """The worker's NPU host (node_runner.npu_host) with a real worker and Docker engine:
 killed, it is started again by the worker, the new one removes the NPUs the old one
 held, and the node's next run succeeds in a new NPU; a pool process killed in the
-middle of an execution has that execution killed, and the node's NPU serves the next
-run."""
+middle of an execution has that execution killed, its attempt failed by the watchdog
+(RunnerLost), and the node's NPU serves the next run."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 from django.conf import settings
 
 from control_unit.pipeline_actions import do_create_pipeline
-from control_unit.run_actions import do_cancel_run, do_start_run
+from control_unit.run_actions import do_start_run
 from node_runner.models import DedicatedNpu
 from tests.integration.conftest import (
     WorkerProcess,
@@ -50,7 +50,13 @@ SLEEPER = node_code(
 def worker(transactional_db, settings, tmp_path) -> Iterator[WorkerProcess]:
     settings.FLOWKIT_CELERY_QUEUE = f"npu-host-{os.getpid()}-{time.monotonic_ns()}"
     name = f"{settings.FLOWKIT_CELERY_QUEUE}@{socket.gethostname()}"
-    env = {"FLOWKIT_CELERY_QUEUE": settings.FLOWKIT_CELERY_QUEUE, "FLOWKIT_NPU_POOL_MAX": "0"}
+    env = {
+        "FLOWKIT_CELERY_QUEUE": settings.FLOWKIT_CELERY_QUEUE,
+        "FLOWKIT_NPU_POOL_MAX": "0",
+        # An attempt whose runner died is failed 3 s after its last stamp.
+        "FLOWKIT_ATTEMPT_STAMP_S": "0.5",
+        "FLOWKIT_ATTEMPT_SILENT_AFTER_S": "3",
+    }
     started = start_worker(name, tmp_path / "worker.log", env, autoscale=(1, 1))
     yield started
     stop_worker(started)
@@ -149,5 +155,9 @@ def test_a_pool_process_killed_mid_execution_has_its_execution_killed_and_the_np
     pool_process.send_signal(signal.SIGKILL)
 
     wait_until(lambda: not sleeping(container), "the orphaned execution kept running")
+    # Its runner gone with the process, the attempt stops being stamped: the watchdog
+    # fails it (Celery's redelivery of its task to a new process finds it taken).
+    stranded = wait_for_run(stranded, wait_s=30)
+    assert stranded.state == "failed"
+    assert nodes_of(stranded)["n"].error["error_type"] == "RunnerLost"
     assert npu_of(do_start_run(version)) == npu, "the NPU was not kept for the node's next run"
-    do_cancel_run(stranded.id)

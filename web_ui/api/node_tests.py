@@ -1,5 +1,6 @@
 """/api/node-tests: run one node's code with given inputs in a fresh NPU, outside
-any pipeline, and read back its outcome. The editor's "Test node" button uses it."""
+any pipeline, read back its outcome, or cancel it. The editor's "Test node" button
+uses it."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Router, Status
 
-from control_unit.actions import do_start_node_test_run
+from control_unit.actions import do_cancel_node_test_run, do_start_node_test_run
 from control_unit.models import NodeTestRun
 from web_ui.api.schemas import NodeTestIn, NodeTestOut, NodeTestStartedOut, error_responses
 from web_ui.rate_limits import check_run_start_rate
 from web_ui.roles import EDITOR, VIEWER, require_role
 
 router = Router(tags=["node tests"])
-ERRORS = error_responses(404, 422, 429)
+ERRORS = error_responses(404, 409, 422, 429)
 
 
 @router.post("", response={201: NodeTestStartedOut, **ERRORS})
@@ -39,3 +40,11 @@ def start_node_test(request: HttpRequest, payload: NodeTestIn) -> Status[Any]:
 def get_node_test(request: HttpRequest, test_run_id: UUID) -> NodeTestRun:
     require_role(request.user, VIEWER)
     return get_object_or_404(NodeTestRun, id=test_run_id)
+
+
+@router.post("/{test_run_id}/cancel", response={200: NodeTestOut, **ERRORS})
+def cancel_node_test(request: HttpRequest, test_run_id: UUID) -> NodeTestRun:
+    """Stop a queued or running test run (409 once it has finished)."""
+    require_role(request.user, EDITOR)
+    test_run = get_object_or_404(NodeTestRun, id=test_run_id)
+    return do_cancel_node_test_run(test_run.id, user=request.user)

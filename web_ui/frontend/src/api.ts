@@ -163,6 +163,7 @@ export const api = {
     label: string;
   }) => request<{ id: string; state: string }>("POST", "/node-tests", body),
   getNodeTest: (id: string) => request<NodeTest>("GET", `/node-tests/${q(id)}`),
+  cancelNodeTest: (id: string) => request<NodeTest>("POST", `/node-tests/${q(id)}/cancel`),
   drainWorker: (name: string) =>
     request<{ worker: string; state: string; queues: string[] }>("POST", `/workers/${q(name)}/drain`),
 };

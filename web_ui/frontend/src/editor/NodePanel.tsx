@@ -103,6 +103,8 @@ function LimitField(props: {
   );
 }
 
+const FINISHED_TEST_STATES = new Set(["succeeded", "failed", "cancelled"]);
+
 function NodeTestSection({ node }: { node: FlowNode }) {
   const [inputs, setInputs] = useState(() =>
     JSON.stringify(Object.fromEntries(node.data.inputs.map((port) => [port.name, null])), null, 2),
@@ -110,6 +112,7 @@ function NodeTestSection({ node }: { node: FlowNode }) {
   const [result, setResult] = useState<NodeTest | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const [testId, setTestId] = useState<string | null>(null);
   const alive = useRef(true);
   useEffect(() => {
     alive.current = true;
@@ -140,18 +143,32 @@ function NodeTestSection({ node }: { node: FlowNode }) {
         limits: runtimeLimits(node.data.limits),
         label: node.id,
       });
+      setTestId(started.id);
       // Poll: a test run is short, and this keeps the endpoint a plain GET.
       for (;;) {
         const current = await api.getNodeTest(started.id);
         if (!alive.current) return;
         setResult(current);
-        if (current.state === "succeeded" || current.state === "failed") break;
+        if (FINISHED_TEST_STATES.has(current.state)) break;
         await new Promise((resolve) => window.setTimeout(resolve, 500));
       }
     } catch (exc) {
       if (alive.current) setError(messageOf(exc));
     } finally {
-      if (alive.current) setBusy(false);
+      if (alive.current) {
+        setBusy(false);
+        setTestId(null);
+      }
+    }
+  }
+
+  async function cancel() {
+    if (!testId) return;
+    try {
+      // The poll above sees the test end, cancelled (or finished meanwhile: 409).
+      await api.cancelNodeTest(testId);
+    } catch (exc) {
+      if (alive.current) setError(messageOf(exc));
     }
   }
 
@@ -170,6 +187,11 @@ function NodeTestSection({ node }: { node: FlowNode }) {
       <button type="button" onClick={run} disabled={busy}>
         {busy ? "Testing…" : "Test node"}
       </button>
+      {busy && testId ? (
+        <button type="button" onClick={cancel}>
+          Cancel test
+        </button>
+      ) : null}
       {error ? (
         <p className="fk-error" role="alert">
           {error}

@@ -1,0 +1,103 @@
+"""No attempt left running: a runner that fails after claiming an attempt ends it failed
+with RunnerError, at once (the runner's own task, node_runner.tasks.run_node, executed
+here with the real database and Docker engine, one of its steps made to fail; the
+outcome names the exception's type, never its text, which may hold a value of the
+node's); and an attempt whose runner stopped stamping it is failed by the watchdog."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import DataError
+from django.utils import timezone
+
+from control_unit.models import NodeRun
+from control_unit.pipeline_actions import do_create_pipeline
+from control_unit.run_actions import do_claim_node, do_fail_silent_attempts, do_start_run
+from node_runner import tasks
+from tests.integration.conftest import node_code, nodes_of
+from trace_monitor.models import NodeExecution
+from trace_monitor.node_trace import NodeTrace
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LEAK = "a value that must not leave the runner"
+
+
+def started_run(no_broker):
+    node = {"id": "n", "code": node_code("value = 41 + 1"), "outputs": ["value"]}
+    document = {"schema_version": 1, "nodes": [node]}
+    run = do_start_run(do_create_pipeline("runner failure", document).latest_version())
+    assert no_broker.nodes[-1] == (str(run.id), "n", 1)
+    return run
+
+
+def test_an_exception_after_the_claim_fails_the_node_with_runner_error(no_broker, docker_engine, monkeypatch):
+    run = started_run(no_broker)
+
+    def broken_mask(self, value):
+        raise RuntimeError(LEAK)
+
+    monkeypatch.setattr("secret_manager.masking.Masker.mask", broken_mask)
+    tasks.run_node.run(str(run.id), "n", 1)
+
+    run.refresh_from_db()
+    assert run.state == "failed"
+    error = nodes_of(run)["n"].error
+    assert error["error_type"] == "RunnerError"
+    assert error["message"] == (
+        "the node runner could not run the node: RuntimeError (details in the worker's log)"
+    )
+    execution = NodeExecution.objects.get(run=run, node_id="n", attempt=1)
+    assert (execution.outcome, execution.error_type) == ("failed", "RunnerError")
+
+
+def test_an_outcome_the_database_refuses_fails_the_node_with_runner_error(
+    no_broker, docker_engine, monkeypatch
+):
+    run = started_run(no_broker)
+    record = tasks.do_record_node_outcome
+    refused = []
+
+    def refusing(run_id, node_id, attempt, outcome):
+        if not outcome.get("error"):
+            refused.append(outcome["outputs"])
+            raise DataError(LEAK)
+        return record(run_id, node_id, attempt, outcome)
+
+    monkeypatch.setattr(tasks, "do_record_node_outcome", refusing)
+    tasks.run_node.run(str(run.id), "n", 1)
+
+    assert refused == [{"value": 42}], "the node did not run, or its outcome was tried more than once"
+    run.refresh_from_db()
+    assert run.state == "failed"
+    error = nodes_of(run)["n"].error
+    assert error["error_type"] == "RunnerError"
+    assert "DataError" in error["message"]
+    assert LEAK not in str(error)
+
+
+def test_the_watchdog_fails_an_attempt_whose_runner_went_silent_and_spares_a_live_one(no_broker):
+    silent, live = started_run(no_broker), started_run(no_broker)
+    for run in (silent, live):
+        assert do_claim_node(run.id, "n", 1, worker="w@host") is not None
+    # The silent one's runner stamped it last two minutes ago; the live one's just now.
+    NodeRun.objects.filter(run=silent).update(alive_at=timezone.now() - timedelta(seconds=120))
+    trace = NodeTrace(
+        run_id=str(silent.id), pipeline_id=silent.pipeline_id, node_id="n", attempt=1, worker="w@host"
+    )
+    trace.started("c0ffee", "flowkit/npu", "runc")  # its execution shows running
+
+    assert do_fail_silent_attempts(60) == [(str(silent.id), "n", 1)]
+
+    silent.refresh_from_db()
+    assert silent.state == "failed"
+    assert nodes_of(silent)["n"].error == {
+        "error_type": "RunnerLost",
+        "message": "the runner of this attempt on worker w@host stopped (no sign of it for 60 s)",
+    }
+    execution = NodeExecution.objects.get(run=silent, node_id="n", attempt=1)
+    assert (execution.outcome, execution.error_type) == ("failed", "RunnerLost")
+    assert nodes_of(live)["n"].state == "running"
+    assert do_fail_silent_attempts(60) == []

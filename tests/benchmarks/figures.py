@@ -30,7 +30,7 @@ WARM, DISABLED = "pool warm", "pool disabled"
 COLD, HOT = "dedicated cold", "dedicated warm"
 # Dedicated NPUs on a worker as deployed: two processes, the default bound.
 DEFAULTS = "dedicated, worker defaults"
-DEFAULTS_WORKER = "worker defaults (2 processes, at most FLOWKIT_NPU_DEDICATED_MAX NPUs each)"
+DEFAULTS_WORKER = "worker defaults (2 processes sharing at most FLOWKIT_NPU_DEDICATED_MAX NPUs)"
 CHAIN_SETTINGS = (HOT, COLD, WARM, DISABLED)
 LABELS = {
     HOT: "dedicated NPUs, warm (second run)",
@@ -360,7 +360,7 @@ def _memory(sizes: Sizes) -> Section | None:
     rows: list[Row] = [
         ("web process (Daphne), RSS", memory["web_bytes"] / MIB, ratio(memory["web_bytes"], python)),
         (
-            f"worker (main + {sizes.concurrency} children), RSS",
+            f"worker (main + {sizes.concurrency} children + NPU host), RSS",
             memory["worker_bytes"] / MIB,
             ratio(memory["worker_bytes"], python),
         ),

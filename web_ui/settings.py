@@ -221,6 +221,12 @@ if FLOWKIT_ATTEMPT_SILENT_AFTER_S < 3 * FLOWKIT_ATTEMPT_STAMP_S:
         "FLOWKIT_ATTEMPT_SILENT_AFTER_S must be at least 3 times FLOWKIT_ATTEMPT_STAMP_S"
     )
 
+# The bearer token a Prometheus scrape of GET /metrics sends (or a _FILE); unset, the
+# endpoint is off. At least 16 characters: it guards figures about every run.
+FLOWKIT_METRICS_TOKEN = env_secret("FLOWKIT_METRICS_TOKEN") or ""
+if FLOWKIT_METRICS_TOKEN and len(FLOWKIT_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("FLOWKIT_METRICS_TOKEN must be at least 16 characters long")
+
 # Secret vault master keys (Fernet; the first encrypts, all decrypt). From the
 # environment or a _FILE, never from the database; mandatory outside DEBUG.
 FLOWKIT_SECRET_KEYS = load_keys(env_secret("FLOWKIT_SECRET_KEYS"), debug=DEBUG)

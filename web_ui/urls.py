@@ -5,10 +5,12 @@ from django.views.generic import RedirectView
 from web_ui import app_shell, vault_views
 from web_ui.api.api import api
 from web_ui.health import healthz
+from web_ui.metrics import metrics
 from web_ui.rate_limits import RateLimitedLoginView
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path("api/", api.urls),
     path("admin/", admin.site.urls),
     path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),

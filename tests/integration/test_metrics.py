@@ -3,6 +3,7 @@ the real worker, its executions and their latencies are counted."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_start_run
 from tests.integration.conftest import node_code, wait_for_run
+from trace_monitor.models import WorkerStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -71,6 +73,12 @@ def test_a_scrape_after_a_run_finds_its_executions_and_latencies(settings, celer
     ).latest_version()
     run = wait_for_run(do_start_run(version), wait_s=90)
     assert run.state == "succeeded"
+    # Another test's flush may have emptied the workers' table: the next heartbeat
+    # (every 2 s) writes the worker's row again.
+    deadline = time.monotonic() + 30
+    while not WorkerStatus.objects.filter(name=celery_worker.name, state="online").exists():
+        assert time.monotonic() < deadline, "the worker never sent a heartbeat"
+        time.sleep(0.2)
 
     after = samples()
 

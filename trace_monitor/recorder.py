@@ -9,13 +9,15 @@ read it from the database (see consumers.RunConsumer).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.utils import timezone
@@ -130,6 +132,46 @@ def send(group: str, message: dict[str, Any]) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(group, message)
+        _sends.run(layer.group_send(group, message), SEND_TIMEOUT_S)
     except Exception:
         log.warning("could not send to %s", group, exc_info=True)
+
+
+class SendLoop:
+    """The one event loop of this process for channel-layer sends from sync code, on a
+    thread of its own. async_to_sync would run each send in a new loop, for which the
+    Redis layer opens a new connection: one per trace event. A process forked from one
+    that had the loop (Celery's pool processes) starts its own: the thread running the
+    parent's is not there."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+        os.register_at_fork(after_in_child=self._forked)
+
+    def run(self, coroutine: Coroutine[Any, Any, Any], timeout_s: float) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop())
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="channel-sends", daemon=True).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def _forked(self) -> None:
+        # The lock may have been held by a thread that the child does not have.
+        self._lock = threading.Lock()
+        self._loop = None
+
+
+# A send that takes longer (Redis away) is given up: the trace is stored anyway.
+SEND_TIMEOUT_S = 5.0
+_sends = SendLoop()

@@ -20,6 +20,7 @@ from control_unit.fcb import TERMINAL_NODE_STATES, TERMINAL_RUN_STATES, Fcb, Nod
 from control_unit.graph import Graph, parse_graph
 from control_unit.models import NodeRun, PipelineVersion, Run, RunTransition
 from control_unit.routing import queue_for
+from control_unit.run_states import published_after_commit
 from trace_monitor import recorder as trace_recorder
 from trace_monitor.kinds import transition_kind
 from trace_monitor.previews import cap_ports
@@ -108,6 +109,9 @@ def save_step(run: Run, before: Fcb, step: Step, rows: dict[str, NodeRun]) -> No
         changed.append(row)
     if changed:
         NodeRun.objects.bulk_update(changed, [*NODE_FIELDS, "started_at", "finished_at", "due_at"])
+    if after.run_state != run.state:
+        # The processes running its nodes learn it at once (pause, resume, cancel, end).
+        published_after_commit(run.id, after.run_state)
     if after.run_state != run.state or after.reason != run.reason:
         run.state, run.reason = after.run_state, after.reason
         if run.state == "running" and run.started_at is None:

@@ -34,8 +34,9 @@ from trace_monitor.samples import NpuSample
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-# How often a running node checks whether its run was paused, resumed or cancelled.
-CONTROL_POLL_S = 0.2
+# How often a running node checks whether its run was paused, resumed or cancelled: a
+# look at the run's state as published (control_unit.run_states), not a query.
+CONTROL_POLL_S = 0.05
 # How long a killed execution may take to be cleaned up before its NPU is replaced.
 KILL_GRACE_S = 5.0
 # How long the runner waits, after an execution answered, for its end to be reported.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from celery import shared_task
@@ -15,6 +17,7 @@ from control_unit.actions import do_claim_node_test_run, do_finish_node_test_run
 from control_unit.limits import LimitError, NodeLimits
 from control_unit.models import NodeTestRun, NodeTestRunState, Run
 from control_unit.run_actions import ClaimedNode, do_claim_node, do_record_node_outcome
+from control_unit.run_states import run_states
 from control_unit.transitions import InvalidTransition
 from node_runner import heartbeat  # noqa: F401 - connects the worker's heartbeat to Celery's signals
 from node_runner.attempt_stamps import stamps
@@ -122,36 +125,58 @@ def run_node_test(test_run_id: str) -> None:
 
 
 def node_test_control(test_run_id: str) -> Callable[[], str]:
-    """What a node test run wants of its execution: to stop once it was cancelled."""
+    """What a node test run wants of its execution: to stop once it was cancelled (read
+    from the database at most every NODE_TEST_READ_S: a cancel is rare, a test short)."""
+    read_at, wants = 0.0, "run"
 
     def wanted() -> str:
+        nonlocal read_at, wants
+        if time.monotonic() - read_at < NODE_TEST_READ_S:
+            return wants
         try:
             state = NodeTestRun.objects.filter(id=test_run_id).values_list("state", flat=True).first()
         except DATABASE_UNAVAILABLE:
             forget_connection()
             return "unknown"
-        return "run" if state == NodeTestRunState.RUNNING else "cancel"
+        read_at, wants = time.monotonic(), "run" if state == NodeTestRunState.RUNNING else "cancel"
+        return wants
 
     return wanted
 
 
-def run_control(run_id: str) -> Callable[[], str]:
-    """What the run wants of its running nodes, read from the run's state."""
+NODE_TEST_READ_S = 0.5
+
+
+@contextlib.contextmanager
+def run_control(run_id: str) -> Iterator[RunControl]:
+    """What the run wants of its running nodes, from the run's state as it is published
+    (control_unit.run_states), read from the database at first and every few seconds."""
+    states = run_states()
+    state = states.follow(run_id, lambda: _read_run_state(run_id))
 
     def wanted() -> str:
-        try:
-            state = Run.objects.filter(id=run_id).values_list("state", flat=True).first()
-        except DATABASE_UNAVAILABLE:
-            # Keep going as before; the next poll, on a new connection, will know.
-            forget_connection()
+        current = state()
+        if current == "unknown":
             return "unknown"
-        if state == "paused":
+        if current == "paused":
             return "pause"
-        if state in (None, "cancelled", "failed", "succeeded"):
+        if current in (None, "cancelled", "failed", "succeeded"):
             return "cancel"
         return "run"
 
-    return wanted
+    try:
+        yield wanted
+    finally:
+        states.forget(run_id)
+
+
+def _read_run_state(run_id: str) -> str | None:
+    try:
+        return Run.objects.filter(id=run_id).values_list("state", flat=True).first()
+    except DATABASE_UNAVAILABLE:
+        # Keep going as before; the next read, on a new connection, will know.
+        forget_connection()
+        return "unknown"
 
 
 def npus_of(claimed: ClaimedNode) -> NpuSource | None:
@@ -189,27 +214,28 @@ def run_claimed(claimed: ClaimedNode, worker: str) -> None:
         run_id=run_id, pipeline_id=claimed.pipeline_id, node_id=node_id, attempt=attempt, worker=worker
     )
     try:
-        result = execute_node(
-            node_id=node_id,
-            label=claimed.label,
-            code=claimed.code,
-            inputs=claimed.inputs,
-            attempt=attempt,
-            limits=claimed.limits,
-            labels={
-                "flowkit.run": run_id,
-                "flowkit.node": node_id,
-                "flowkit.attempt": str(attempt),
-                "flowkit.worker": worker,
-            },
-            run_ref=run_id,
-            control=run_control(run_id),
-            trace=trace,
-            # A run's nodes go through the worker's NPU host; a node test run (a one-off
-            # from the editor or the CLI) starts its own container, labelled with the test
-            # run so that it can be found.
-            npus=npus_of(claimed),
-        )
+        with run_control(run_id) as control:
+            result = execute_node(
+                node_id=node_id,
+                label=claimed.label,
+                code=claimed.code,
+                inputs=claimed.inputs,
+                attempt=attempt,
+                limits=claimed.limits,
+                labels={
+                    "flowkit.run": run_id,
+                    "flowkit.node": node_id,
+                    "flowkit.attempt": str(attempt),
+                    "flowkit.worker": worker,
+                },
+                run_ref=run_id,
+                control=control,
+                trace=trace,
+                # A run's nodes go through the worker's NPU host; a node test run (a one-off
+                # from the editor or the CLI) starts its own container, labelled with the test
+                # run so that it can be found.
+                npus=npus_of(claimed),
+            )
     except Exception as exc:  # noqa: BLE001 - runner_failure logs it, without its text
         result = runner_failure(exc, "run the node", where)
     database_away = False

@@ -120,10 +120,13 @@ RATELIMIT_USE_CACHE = "default"
 
 # The prefix keeps two installations on one Redis (or a test run beside `make up`) out
 # of each other's streams: the resource monitor's group has the same name in both.
+# Channel-layer groups and the runs' state channels (control_unit.run_states) live
+# under this prefix in Redis.
+FLOWKIT_CHANNEL_PREFIX = env_str("FLOWKIT_CHANNEL_PREFIX", "flowkit")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("FLOWKIT_CHANNEL_PREFIX", "flowkit")},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": FLOWKIT_CHANNEL_PREFIX},
     }
 }
 

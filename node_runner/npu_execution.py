@@ -495,6 +495,13 @@ def _account_for_npu_death(connection: Connection, limits: NodeLimits, outcome: 
         outcome.error = _out_of_memory(limits)
     elif outcome.error is not None:
         outcome.error.message += f" (exit code {outcome.exit_code})"
+        if outcome.exit_code == 137 and settings.FLOWKIT_NPU_RUNTIME == "runsc":
+            # The engine does not flag gVisor sandboxes killed by the kernel for their
+            # memory limit (google/gvisor#2433): say what it may have been.
+            outcome.error.message += (
+                "; under gVisor this is also how the whole NPU ends when the kernel kills it "
+                f"for going over its memory limit {limits.memory_mb} MiB"
+            )
 
 
 def _out_of_memory(limits: NodeLimits) -> NodeError:

@@ -65,7 +65,13 @@ def test_memory_bomb_spread_over_processes_meets_one_shared_limit_and_is_reporte
     # the hogs, and the runner reports the node as killed for memory even though its
     # runtime survived to answer.
     assert bombed.state == "failed"
-    assert bombed.error["error_type"] == "OutOfMemory", bombed.error
+    if bombed.error["error_type"] == "NpuCrashed" and runtime() == "runsc":
+        # Under load the kernel may kill gVisor's whole sandbox instead (the largest
+        # process of the cgroup), and the engine does not flag that as an OOM kill
+        # (google/gvisor#2433): the runner says the NPU was killed, and why it may be.
+        assert "exit code 137" in bombed.error["message"], bombed.error
+    else:
+        assert bombed.error["error_type"] == "OutOfMemory", bombed.error
     assert "memory limit 128 MiB" in bombed.error["message"]
     assert worker_rss(sandbox) < WORKER_RSS_BUDGET_MB
 

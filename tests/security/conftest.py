@@ -138,12 +138,21 @@ def npu_processes(container: Any) -> dict[int, NpuProcess]:
     return found
 
 
-def _still_running(container: Any) -> bool:
-    try:
-        container.reload()
-    except docker.errors.NotFound:
-        return False
-    return container.status in ("running", "paused")
+def _still_running(container: Any, settle_s: float = 5.0) -> bool:
+    """Whether the engine still shows the container running once it has had
+    ``settle_s`` to notice a sandbox that just ended (being replaced, its runsc
+    processes go a moment before the engine's state says so)."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return False
+        if container.status not in ("running", "paused"):
+            return False
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.2)
 
 
 def _runsc_processes(container_id: str) -> dict[int, NpuProcess]:

@@ -293,11 +293,14 @@ def runner_failure(exc: Exception, doing: str, where: str) -> dict[str, Any]:
     return {"error": {"error_type": "RunnerError", "message": message}}
 
 
-# An outcome waiting in the broker is tried again 1, 2, 4 ... 60 s apart: for about
-# an hour and a half in all, then given up (logged; the node then stays "running").
+# An outcome waiting in the broker is tried again 1, 2, 4, then every 5 s: for about
+# an hour and a half in all, then given up (logged; the watchdog then fails the node as
+# lost). The delay stays far below FLOWKIT_ATTEMPT_SILENT_AFTER_S: once the database is
+# back, the workers' watchdogs wait that long in steady beats before failing a silent
+# attempt, and the outcome must be recorded first.
 RECORD_FIRST_DELAY_S = 1
-RECORD_MAX_DELAY_S = 60
-RECORD_RETRIES = 96
+RECORD_MAX_DELAY_S = 5
+RECORD_RETRIES = 3 + 90 * 60 // RECORD_MAX_DELAY_S
 
 
 @shared_task(name="node_runner.record_node_outcome", bind=True, max_retries=RECORD_RETRIES)

@@ -5,15 +5,19 @@ runner's own retries: the outcome waits in the broker and is recorded once it is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
+from control_unit.models import NodeRun
 from tests.integration.conftest import (
     database_url_for_processes,
     node_code,
@@ -32,6 +36,28 @@ from trace_monitor.models import NodeExecution, TraceEvent, WorkerStatus
 OUTAGE_S = 50
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@contextlib.contextmanager
+def attempt_kept_alive(run: Any, node_id: str) -> Iterator[None]:
+    """Stamp the node's attempt as alive every second, as its runner would if the
+    watchdog could reach it (node_runner.attempt_stamps)."""
+    done = threading.Event()
+
+    def stamp() -> None:
+        try:
+            while not done.wait(1):
+                NodeRun.objects.filter(run=run, node_id=node_id).update(alive_at=timezone.now())
+        finally:
+            connection.close()
+
+    stamper = threading.Thread(target=stamp, daemon=True)
+    stamper.start()
+    try:
+        yield
+    finally:
+        done.set()
+        stamper.join(timeout=10)
 
 
 def drop_every_other_connection() -> int:
@@ -102,10 +128,15 @@ def test_an_outcome_the_runner_could_not_record_waits_in_the_broker_until_the_da
         forwarders.cut()
         # Only this worker's database is cut; in a whole outage no peer could see it
         # either. Out of the peers' sight (the test process's own worker would take it
-        # for lost after its silence and fail the node), as in that case.
+        # for lost after its silence and fail the node), as in that case: its worker
+        # status is gone, and its attempt's signs of life go on until the database is
+        # back. From then on the outcome must be recorded before the peers' watchdog
+        # finds the attempt silent for FLOWKIT_ATTEMPT_SILENT_AFTER_S.
         WorkerStatus.objects.filter(name=name).delete()
-        time.sleep(OUTAGE_S)
-        assert nodes_of(run)["n"].state == "running", "no outcome can be recorded while the database is away"
+        with attempt_kept_alive(run, "n"):
+            time.sleep(OUTAGE_S)
+            state = nodes_of(run)["n"].state
+            assert state == "running", "no outcome can be recorded while the database is away"
         forwarders.restore()
 
         run = wait_for_run(run, wait_s=90)

@@ -11,12 +11,22 @@ terminal: it runs if at least one succeeded upstream activated it, is skipped if
 none did (skipping propagates), and is cancelled if an upstream failed without
 ``continue_on_error``. Independent branches keep running after a failure; the run
 then ends failed.
+
+Incremental: an event reads and changes only the node it is about, its direct
+successors and, to decide a successor, that successor's upstream nodes. Each node
+counts its upstream nodes not yet finished (``NodeRecord.waiting``) and the FCB counts
+its unfinished nodes, so no event walks the whole run; pause, resume and cancel visit
+only the nodes in the states they change. ``recount`` is the full recomputation the
+counters always agree with (tests/unit/test_fcb_incremental.py). ``Nodes`` is how the
+core reads records: the plain one here holds them all, control_unit.fcb_store's loads
+from the database only what an event asks for.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -72,6 +82,8 @@ class CannotRerun(Exception):
 
 @dataclass(frozen=True)
 class NodeRecord:
+    # ``inputs`` and ``outputs`` read as None where a store did not read them (see
+    # fcb_store.StoredNodes): the core reads upstream outputs through Nodes.outputs_of.
     state: str = PENDING
     attempt: int = 0  # attempt of the latest dispatch, from 1; 0 = never dispatched
     dispatched: bool = False  # a task for (node, attempt) is on its way to a worker
@@ -82,10 +94,42 @@ class NodeRecord:
     error: Mapping[str, Any] | None = None
     reused: bool = False
     reason: str = ""
+    waiting: int = 0  # upstream nodes not yet finished; decided when it reaches 0
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_NODE_STATES
+
+
+class Nodes(Mapping[str, NodeRecord]):
+    """The node records of an FCB, as the core reads them: by id, by state, and the
+    outputs of upstream nodes. This one holds every record in memory."""
+
+    def __init__(self, records: Mapping[str, NodeRecord]) -> None:
+        self._records = dict(records)
+
+    def __getitem__(self, node_id: str) -> NodeRecord:
+        return self._records[node_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def fetch(self, node_ids: Collection[str]) -> None:
+        """A hint: these records are about to be read."""
+
+    def in_states(self, states: Collection[str]) -> list[str]:
+        """The nodes in any of ``states``."""
+        return [node_id for node_id, record in self._records.items() if record.state in states]
+
+    def outputs_of(self, node_ids: Collection[str]) -> dict[str, Mapping[str, Any] | None]:
+        return {node_id: self._records[node_id].outputs for node_id in node_ids}
+
+    def changed(self, changes: Mapping[str, NodeRecord]) -> Nodes:
+        """These records with ``changes`` applied."""
+        return Nodes({**self._records, **changes})
 
 
 @dataclass(frozen=True)
@@ -95,12 +139,13 @@ class Fcb:
     nodes: Mapping[str, NodeRecord]
     forced: frozenset[str] = frozenset()  # rerun-from: these run whatever routing says
     reason: str = ""
+    unfinished: int = 0  # nodes not in a terminal state
+    failed: str = ""  # the first node, in document order, that failed without continue_on_error
 
     @classmethod
     def new(cls, graph: Graph, run_input: Any) -> Fcb:
-        return cls(
-            run_state=QUEUED, run_input=run_input, nodes={node_id: NodeRecord() for node_id in graph.nodes}
-        )
+        nodes = {node_id: NodeRecord(waiting=len(graph.upstream(node_id))) for node_id in graph.nodes}
+        return cls(run_state=QUEUED, run_input=run_input, nodes=Nodes(nodes), unfinished=len(nodes))
 
     @property
     def finished(self) -> bool:
@@ -133,6 +178,7 @@ class Step:
     fcb: Fcb
     effects: list[Effect] = field(default_factory=list)
     claimed: bool = False
+    changed: Mapping[str, NodeRecord] = field(default_factory=dict)  # the records this event changed
 
     @property
     def dispatches(self) -> list[Dispatch]:
@@ -149,24 +195,46 @@ class _Builder:
     def __init__(self, graph: Graph, fcb: Fcb) -> None:
         self.graph = graph
         self.fcb = fcb
-        self.nodes = dict(fcb.nodes)
+        self.base = fcb.nodes if isinstance(fcb.nodes, Nodes) else Nodes(fcb.nodes)
+        self.changes: dict[str, NodeRecord] = {}
         self.run_state = fcb.run_state
         self.reason = fcb.reason
+        self.unfinished = fcb.unfinished
+        self.failed = fcb.failed
+        self.ready: deque[str] = deque()  # nodes whose upstream all finished, to decide
         self.effects: list[Effect] = []
 
     def node(self, node_id: str) -> NodeRecord:
-        return self.nodes[node_id]
+        if node_id in self.changes:
+            return self.changes[node_id]
+        return self.base[node_id]
 
     def update(self, node_id: str, **changes: Any) -> None:
-        self.nodes[node_id] = replace(self.nodes[node_id], **changes)
+        self.changes[node_id] = replace(self.node(node_id), **changes)
 
     def move(self, node_id: str, target: str, reason: str = "", **changes: Any) -> None:
-        record = self.nodes[node_id]
+        record = self.node(node_id)
         if target not in NODE_TRANSITIONS[record.state]:
             raise InvalidTransition(f"node {node_id}", record.state, target)
         attempt = changes.get("attempt", record.attempt)
         self.effects.append(Transition(node_id, record.state, target, attempt, reason))
-        self.nodes[node_id] = replace(record, state=target, reason=reason, **changes)
+        self.changes[node_id] = replace(record, state=target, reason=reason, **changes)
+        if target in TERMINAL_NODE_STATES:
+            self._finished(node_id, target)
+
+    def _finished(self, node_id: str, state: str) -> None:
+        """Count a node that just reached a terminal state."""
+        self.unfinished -= 1
+        fails_run = state == FAILED and not self.graph.nodes[node_id].continue_on_error
+        if fails_run and (not self.failed or self.graph.position(node_id) < self.graph.position(self.failed)):
+            self.failed = node_id
+        successors = self.graph.downstream(node_id)
+        self.base.fetch([name for name in successors if name not in self.changes])
+        for successor in successors:
+            waiting = self.node(successor).waiting - 1
+            self.update(successor, waiting=waiting)
+            if waiting == 0:
+                self.ready.append(successor)
 
     def move_run(self, target: str, reason: str = "") -> None:
         if target not in RUN_TRANSITIONS[self.run_state]:
@@ -182,37 +250,46 @@ class _Builder:
         if live:
             self.effects.append(Dispatch(node_id, attempt, delay_s))
 
+    def in_states(self, *states: str) -> list[str]:
+        """The nodes in ``states`` when the event began (read before any change)."""
+        found = self.base.in_states(states)
+        self.base.fetch(found)
+        return found
+
     def done(self, claimed: bool = False) -> Step:
-        fcb = replace(self.fcb, nodes=self.nodes, run_state=self.run_state, reason=self.reason)
-        return Step(fcb, self.effects, claimed)
+        fcb = replace(
+            self.fcb,
+            nodes=self.base.changed(self.changes),
+            run_state=self.run_state,
+            reason=self.reason,
+            unfinished=self.unfinished,
+            failed=self.failed,
+        )
+        return Step(fcb, self.effects, claimed, dict(self.changes))
 
     # -- routing ---------------------------------------------------------------
 
     def advance(self) -> None:
-        """Decide every pending node whose upstream is settled, then end the run if all are."""
+        """Decide the nodes whose upstream all finished, and the nodes that decides in
+        turn (skipping and cancelling propagate), then end the run if all are done."""
         if self.run_state in TERMINAL_RUN_STATES:
             return
-        for node_id in self.graph.topological_order():
-            if self.nodes[node_id].state == PENDING:
+        while self.ready:
+            node_id = self.ready.popleft()
+            if self.node(node_id).state == PENDING:
                 self._decide(node_id)
-        if all(record.terminal for record in self.nodes.values()):
-            failed = [
-                node_id
-                for node_id, record in self.nodes.items()
-                if record.state == FAILED and not self.graph.nodes[node_id].continue_on_error
-            ]
-            if failed:
-                self.move_run(FAILED, f"node {failed[0]} failed")
+        if self.unfinished == 0:
+            if self.failed:
+                self.move_run(FAILED, f"node {self.failed} failed")
             else:
                 self.move_run(SUCCEEDED)
 
     def _decide(self, node_id: str) -> None:
         upstream = self.graph.upstream(node_id)
         if node_id not in self.fcb.forced:
-            if any(not self.nodes[up].terminal for up in upstream):
-                return
+            self.base.fetch([up for up in upstream if up not in self.changes])
             for up in upstream:
-                record = self.nodes[up]
+                record = self.node(up)
                 if record.state == FAILED and not self.graph.nodes[up].continue_on_error:
                     self.move(node_id, CANCELLED, f"upstream node {up} failed")
                     return
@@ -226,7 +303,7 @@ class _Builder:
         self.dispatch(node_id, 1)
 
     def _activates(self, up: str, node_id: str) -> bool:
-        record = self.nodes[up]
+        record = self.node(up)
         if record.state != SUCCEEDED:
             return False
         return not record.next_nodes or node_id in record.next_nodes
@@ -238,16 +315,27 @@ class _Builder:
             return dict(run_input) if isinstance(run_input, Mapping) else {"input": run_input}
         list_ports = {port.name for port in self.graph.nodes[node_id].inputs if port.list}
         inputs: dict[str, Any] = {name: [] for name in list_ports}
-        for edge in incoming:
-            outputs = self.nodes[edge.source].outputs or {}
-            if not self._activates(edge.source, node_id) or edge.source_port not in outputs:
+        feeding = [edge for edge in incoming if self._activates(edge.source, node_id)]
+        outputs = self._outputs({edge.source for edge in feeding})
+        for edge in feeding:
+            produced = outputs[edge.source] or {}
+            if edge.source_port not in produced:
                 continue
-            value = outputs[edge.source_port]
+            value = produced[edge.source_port]
             if edge.target_port in list_ports:
                 inputs[edge.target_port].append(value)
             else:
                 inputs[edge.target_port] = value
         return inputs
+
+    def _outputs(self, node_ids: set[str]) -> dict[str, Mapping[str, Any] | None]:
+        # Outputs given in this event are at hand; the others are read from the records.
+        at_hand = {
+            node_id: self.changes[node_id].outputs
+            for node_id in node_ids
+            if node_id in self.changes and self.changes[node_id].outputs is not None
+        }
+        return {**self.base.outputs_of(node_ids - at_hand.keys()), **at_hand}
 
 
 # -- events --------------------------------------------------------------------
@@ -256,6 +344,12 @@ class _Builder:
 def start(graph: Graph, fcb: Fcb) -> Step:
     builder = _Builder(graph, fcb)
     builder.move_run(RUNNING)
+    pending = set(builder.in_states(PENDING))
+    builder.ready.extend(
+        node_id
+        for node_id in graph.topological_order()
+        if node_id in pending and (builder.node(node_id).waiting == 0 or node_id in fcb.forced)
+    )
     builder.advance()
     return builder.done()
 
@@ -341,19 +435,19 @@ def node_failed(
 def pause(graph: Graph, fcb: Fcb) -> Step:
     builder = _Builder(graph, fcb)
     builder.move_run(PAUSED)
-    for node_id, record in fcb.nodes.items():
-        if record.state == RUNNING:
-            builder.move(node_id, PAUSED, "run paused")
+    for node_id in builder.in_states(RUNNING):
+        builder.move(node_id, PAUSED, "run paused")
     return builder.done()
 
 
 def resume(graph: Graph, fcb: Fcb) -> Step:
     builder = _Builder(graph, fcb)
     builder.move_run(RUNNING)
-    for node_id, record in fcb.nodes.items():
+    for node_id in builder.in_states(PAUSED, QUEUED):
+        record = builder.node(node_id)
         if record.state == PAUSED:
             builder.move(node_id, RUNNING, "run resumed")
-        elif record.state == QUEUED and not record.dispatched:
+        elif not record.dispatched:
             builder.dispatch(node_id, record.attempt)
     builder.advance()
     return builder.done()
@@ -362,9 +456,8 @@ def resume(graph: Graph, fcb: Fcb) -> Step:
 def cancel(graph: Graph, fcb: Fcb, reason: str = "cancelled by user") -> Step:
     builder = _Builder(graph, fcb)
     builder.move_run(CANCELLED, reason)
-    for node_id, record in fcb.nodes.items():
-        if not record.terminal:
-            builder.move(node_id, CANCELLED, reason, dispatched=False)
+    for node_id in builder.in_states(PENDING, QUEUED, RUNNING, PAUSED):
+        builder.move(node_id, CANCELLED, reason, dispatched=False)
     return builder.done()
 
 
@@ -408,7 +501,26 @@ def rerun_from(graph: Graph, original: Fcb, node_id: str) -> Fcb:
                 f"cannot rerun from {node_id}: upstream node {ancestor} did not succeed in the original run "
                 f"({original.nodes[ancestor].state})"
             )
-    return Fcb(run_state=QUEUED, run_input=original.run_input, nodes=nodes, forced=frozenset({node_id}))
+    fresh = Fcb(QUEUED, original.run_input, Nodes(nodes), forced=frozenset({node_id}))
+    return recount(graph, fresh)
+
+
+def recount(graph: Graph, fcb: Fcb) -> Fcb:
+    """The FCB with its counters computed afresh from every record: what the
+    incremental events keep up to date one node at a time."""
+    nodes = {
+        node_id: replace(
+            record, waiting=sum(1 for up in graph.upstream(node_id) if not fcb.nodes[up].terminal)
+        )
+        for node_id, record in fcb.nodes.items()
+    }
+    failed = [
+        node_id
+        for node_id in graph.nodes
+        if nodes[node_id].state == FAILED and not graph.nodes[node_id].continue_on_error
+    ]
+    unfinished = sum(1 for record in nodes.values() if not record.terminal)
+    return replace(fcb, nodes=Nodes(nodes), unfinished=unfinished, failed=failed[0] if failed else "")
 
 
 def backoff_delay(backoff_s: float, attempt: int, rng: random.Random) -> float:

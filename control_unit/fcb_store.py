@@ -1,22 +1,37 @@
-"""Persistence of the FCB: load it from a locked run, save what one step changed.
+"""Persistence of the FCB: read what an event of a locked run asks for, write what
+it changed.
 
-The pure core (``fcb``) returns copy-on-write records, so a record that is not the
-same object as before is exactly one that changed; only those rows are written.
+The run's row holds the FCB's counters; its nodes are read as the pure core
+(``fcb``) asks for them (StoredNodes), without their inputs and outputs, and an
+event's step lists the records it changed: only those rows, and of them only the
+columns that changed, are written.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Collection, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from control_unit.dispatcher import current as current_dispatcher
-from control_unit.fcb import TERMINAL_NODE_STATES, TERMINAL_RUN_STATES, Fcb, NodeRecord, Step, Transition
+from control_unit.fcb import (
+    PAUSED,
+    RUNNING,
+    TERMINAL_NODE_STATES,
+    TERMINAL_RUN_STATES,
+    Fcb,
+    NodeRecord,
+    Nodes,
+    Step,
+    Transition,
+)
 from control_unit.graph import Graph, parse_graph
 from control_unit.models import NodeRun, PipelineVersion, Run, RunTransition
 from control_unit.routing import queue_for
@@ -29,7 +44,7 @@ log = logging.getLogger(__name__)
 
 NODE_FIELDS = (
     "state", "attempt", "dispatched", "inputs", "outputs", "next_nodes",
-    "status_message", "error", "reused", "reason",
+    "status_message", "error", "reused", "reason", "waiting",
 )  # fmt: skip
 
 
@@ -60,65 +75,146 @@ def lock_run(run_id: Any) -> Run:
     return Run.objects.select_for_update(no_key=True).get(id=run_id)
 
 
-def load_fcb(run: Run) -> tuple[Fcb, dict[str, NodeRun]]:
-    rows = {row.node_id: row for row in NodeRun.objects.filter(run=run)}
-    nodes = {
-        node_id: NodeRecord(
-            state=row.state,
-            attempt=row.attempt,
-            dispatched=row.dispatched,
-            inputs=row.inputs,
-            outputs=row.outputs,
-            next_nodes=tuple(row.next_nodes) if row.next_nodes is not None else None,
-            status_message=row.status_message,
-            error=row.error,
-            reused=row.reused,
-            reason=row.reason,
+# What the core reads of a node. Its inputs, outputs and logs (up to megabytes) stay in
+# the database: an event asks for the outputs it needs (StoredNodes.outputs_of).
+RECORD_COLUMNS = (
+    "node_id", "state", "attempt", "dispatched", "next_nodes",
+    "status_message", "error", "reused", "reason", "waiting",
+)  # fmt: skip
+
+
+class StoredNodes(Nodes):
+    """A run's node records, read from the database as an event asks for them (under
+    the run's lock, so none of them changes meanwhile). Its inputs and outputs read as
+    None unless the event sets them."""
+
+    def __init__(self, run: Run, graph: Graph, records: Mapping[str, NodeRecord] | None = None) -> None:
+        super().__init__(records or {})
+        self._run = run
+        self._graph = graph
+
+    def __getitem__(self, node_id: str) -> NodeRecord:
+        if node_id not in self._records:
+            self.fetch([node_id])
+        return self._records[node_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._graph.nodes)
+
+    def __len__(self) -> int:
+        return len(self._graph.nodes)
+
+    def fetch(self, node_ids: Collection[str]) -> None:
+        missing = [node_id for node_id in node_ids if node_id not in self._records]
+        if missing:
+            self._read(NodeRun.objects.filter(run=self._run, node_id__in=missing))
+
+    def in_states(self, states: Collection[str]) -> list[str]:
+        return self._read(NodeRun.objects.filter(run=self._run, state__in=list(states)))
+
+    def outputs_of(self, node_ids: Collection[str]) -> dict[str, Mapping[str, Any] | None]:
+        if not node_ids:
+            return {}
+        rows = NodeRun.objects.filter(run=self._run, node_id__in=list(node_ids))
+        return dict(rows.values_list("node_id", "outputs"))
+
+    def changed(self, changes: Mapping[str, NodeRecord]) -> Nodes:
+        return StoredNodes(self._run, self._graph, {**self._records, **changes})
+
+    def read(self, node_id: str) -> NodeRecord:
+        """The record as it was read, before the event changed it."""
+        return self._records[node_id]
+
+    def _read(self, rows: QuerySet[NodeRun]) -> list[str]:
+        found = []
+        for values in rows.values_list(*RECORD_COLUMNS):
+            fields = dict(zip(RECORD_COLUMNS, values, strict=True))
+            node_id = fields.pop("node_id")
+            next_nodes = fields.pop("next_nodes")
+            found.append(node_id)
+            if node_id not in self._records:
+                self._records[node_id] = NodeRecord(
+                    next_nodes=tuple(next_nodes) if next_nodes is not None else None, **fields
+                )
+        return found
+
+
+def load_fcb(run: Run) -> tuple[Fcb, StoredNodes]:
+    """The FCB of a locked run, reading its nodes only as an event asks for them."""
+    nodes = StoredNodes(run, graph_of(run))
+    return _fcb(run, nodes), nodes
+
+
+def load_whole_fcb(run: Run) -> Fcb:
+    """The FCB with every node's record, inputs and outputs included (to rerun from)."""
+    records = {}
+    for row in NodeRun.objects.filter(run=run):
+        values = {name: getattr(row, name) for name in NODE_FIELDS}
+        next_nodes = values.pop("next_nodes")
+        records[row.node_id] = NodeRecord(
+            next_nodes=tuple(next_nodes) if next_nodes is not None else None, **values
         )
-        for node_id, row in rows.items()
-    }
+    return _fcb(run, Nodes(records))
+
+
+def _fcb(run: Run, nodes: Nodes) -> Fcb:
     forced = frozenset({run.rerun_from}) if run.rerun_from else frozenset()
-    return Fcb(run_state=run.state, run_input=run.input, nodes=nodes, forced=forced, reason=run.reason), rows
-
-
-def create_rows(run: Run, fcb: Fcb) -> None:
-    NodeRun.objects.bulk_create(
-        NodeRun(run=run, node_id=node_id, **_row_values(record)) for node_id, record in fcb.nodes.items()
+    return Fcb(
+        run_state=run.state,
+        run_input=run.input,
+        nodes=nodes,
+        forced=forced,
+        reason=run.reason,
+        unfinished=run.unfinished,
+        failed=run.failed_node,
     )
 
 
-def save_step(run: Run, before: Fcb, step: Step, rows: dict[str, NodeRun]) -> None:
-    """Write what ``step`` changed and queue its dispatches for after the commit."""
+def create_rows(run: Run, fcb: Fcb) -> StoredNodes:
+    """Store a new run's FCB; its nodes as the next event reads them."""
+    NodeRun.objects.bulk_create(
+        NodeRun(run=run, node_id=node_id, **_row_values(record)) for node_id, record in fcb.nodes.items()
+    )
+    run.unfinished, run.failed_node = fcb.unfinished, fcb.failed
+    run.save(update_fields=["unfinished", "failed_node"])
+    return StoredNodes(run, graph_of(run), fcb.nodes)
+
+
+def save_step(
+    run: Run, step: Step, nodes: StoredNodes, columns: Mapping[str, Mapping[str, Any]] | None = None
+) -> None:
+    """Write what ``step`` changed and queue its dispatches for after the commit.
+
+    Only the columns that changed are written, with ``columns`` of a changed node
+    (what the event adds outside the FCB: the worker of a claim, the logs of an
+    outcome). Nodes that changed alike (a cancel, a pause) are written by one UPDATE;
+    a node with a value of its own (inputs, outputs) by one of its own."""
+    columns = columns or {}
     now = timezone.now()
     after = step.fcb
-    changed: list[NodeRun] = []
     due = {d.node_id: now + timedelta(seconds=d.delay_s) for d in step.dispatches}
-    for node_id, record in after.nodes.items():
-        if before.nodes.get(node_id) is record and node_id not in due:
-            continue
-        row = rows[node_id]
-        previous = row.state
-        for name, value in _row_values(record).items():
-            setattr(row, name, value)
-        if record.state == "running" and previous != "paused":
-            row.started_at = now
-        if record.state in TERMINAL_NODE_STATES and row.finished_at is None:
-            row.finished_at = now
+    alike: dict[tuple[tuple[str, Any], ...], list[str]] = {}
+    for node_id, record in step.changed.items():
+        before = nodes.read(node_id)
+        old = _row_values(before)
+        values = {name: value for name, value in _row_values(record).items() if value != old[name]}
+        if record.state != before.state:
+            if record.state == RUNNING and before.state != PAUSED:
+                values["started_at"] = now
+            if record.state in TERMINAL_NODE_STATES:
+                values["finished_at"] = now
         if node_id in due:
-            row.due_at = due[node_id]
-        changed.append(row)
-    if changed:
-        NodeRun.objects.bulk_update(changed, [*NODE_FIELDS, "started_at", "finished_at", "due_at"])
-    if after.run_state != run.state:
-        # The processes running its nodes learn it at once (pause, resume, cancel, end).
-        published_after_commit(run.id, after.run_state)
-    if after.run_state != run.state or after.reason != run.reason:
-        run.state, run.reason = after.run_state, after.reason
-        if run.state == "running" and run.started_at is None:
-            run.started_at = now
-        if run.state in TERMINAL_RUN_STATES:
-            run.finished_at = now
-        run.save(update_fields=["state", "reason", "started_at", "finished_at"])
+            values["due_at"] = due[node_id]
+        values.update(columns.get(node_id, {}))
+        if not values:
+            continue
+        if node_id in columns or any(name in values for name in ("inputs", "outputs", "error", "next_nodes")):
+            NodeRun.objects.filter(run=run, node_id=node_id).update(**values)
+        else:
+            alike.setdefault(tuple(sorted(values.items())), []).append(node_id)
+    for shared, node_ids in alike.items():
+        NodeRun.objects.filter(run=run, node_id__in=node_ids).update(**dict(shared))
+    _save_run(run, after, now)
     created = RunTransition.objects.bulk_create(
         RunTransition(
             run=run,
@@ -137,6 +233,28 @@ def save_step(run: Run, before: Fcb, step: Step, rows: dict[str, NodeRun]) -> No
     if dispatches:
         run_id = str(run.id)
         transaction.on_commit(lambda: _send(run_id, dispatches))
+
+
+def _save_run(run: Run, after: Fcb, now: datetime) -> None:
+    changed = []
+    if after.run_state != run.state:
+        # The processes running its nodes learn it at once (pause, resume, cancel, end).
+        published_after_commit(run.id, after.run_state)
+        run.state = after.run_state
+        changed.append("state")
+        if run.state == RUNNING and run.started_at is None:
+            run.started_at = now
+            changed.append("started_at")
+        if run.state in TERMINAL_RUN_STATES:
+            run.finished_at = now
+            changed.append("finished_at")
+    counted = (("reason", after.reason), ("unfinished", after.unfinished), ("failed_node", after.failed))
+    for field, value in counted:
+        if getattr(run, field) != value:
+            setattr(run, field, value)
+            changed.append(field)
+    if changed:
+        run.save(update_fields=changed)
 
 
 def _transition_draft(transition: Transition, fcb: Fcb, at: datetime) -> trace_recorder.EventDraft:
@@ -220,4 +338,5 @@ def _row_values(record: NodeRecord) -> dict[str, Any]:
         "error": dict(record.error) if record.error is not None else None,
         "reused": record.reused,
         "reason": record.reason,
+        "waiting": record.waiting,
     }

@@ -145,6 +145,7 @@ class Graph:
     _downstream: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     _incoming: Mapping[str, tuple[EdgeSpec, ...]] = field(init=False, repr=False, compare=False)
     _order: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _position: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         nodes = _FrozenMap(self.nodes)
@@ -183,6 +184,11 @@ class Graph:
         object.__setattr__(self, "_downstream", _frozen(downstream))
         object.__setattr__(self, "_incoming", _frozen(incoming))
         object.__setattr__(self, "_order", order)
+        object.__setattr__(self, "_position", _FrozenMap({node_id: i for i, node_id in enumerate(nodes)}))
+
+    def position(self, node_id: str) -> int:
+        """The node's index in document order."""
+        return self._position[self._known(node_id)]
 
     def upstream(self, node_id: str) -> tuple[str, ...]:
         """Distinct direct predecessors, in document order."""

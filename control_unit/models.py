@@ -141,6 +141,10 @@ class Run(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The FCB's counters (control_unit.fcb): its nodes not yet in a terminal state, and
+    # the first node in document order that failed without continue_on_error.
+    unfinished = models.PositiveIntegerField(default=0)
+    failed_node = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -176,6 +180,8 @@ class NodeRun(models.Model):
     dropped_log_lines = models.PositiveIntegerField(default=0)
     reused = models.BooleanField(default=False)
     reason = models.TextField(blank=True)
+    # Upstream nodes not yet finished: the node is decided when this reaches 0.
+    waiting = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True)
     container_id = models.CharField(max_length=80, blank=True)
     # When the latest dispatch should reach a worker (now, or after a retry's backoff).

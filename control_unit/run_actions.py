@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from control_unit import audit, fcb_store
 from control_unit import fcb as core
-from control_unit.fcb_store import create_rows, graph_of, load_fcb, lock_run, save_step
+from control_unit.fcb_store import create_rows, graph_of, load_fcb, load_whole_fcb, lock_run, save_step
 from control_unit.graph import Graph
 from control_unit.models import NodeRun, PipelineVersion, Run
 from trace_monitor.node_trace import end_lost_executions
@@ -43,12 +43,15 @@ class ClaimedNode:
     isolation: str = "dedicated"
 
 
-def _apply(run_id: Any, event: Event) -> tuple[Run, core.Step]:
-    with transaction.atomic():
+def _apply(
+    run_id: Any, event: Event, columns: dict[str, dict[str, Any]] | None = None
+) -> tuple[Run, core.Step]:
+    # No savepoint when called inside an action's transaction: one step, one transaction.
+    with transaction.atomic(savepoint=False):
         run = lock_run(run_id)
-        fcb, rows = load_fcb(run)
+        fcb, nodes = load_fcb(run)
         step = event(graph_of(run), fcb)
-        save_step(run, fcb, step, rows)
+        save_step(run, step, nodes, columns)
     return run, step
 
 
@@ -76,9 +79,9 @@ def do_start_run(
     audit.record(action, user, run.id, pipeline=str(version.pipeline_id), version=version.number,
                  **({"source_run": str(source_run.id)} if source_run else {}),
                  **({"node": rerun_from} if rerun_from else {}))  # fmt: skip
-    create_rows(run, initial or core.Fcb.new(graph, run_input))
-    fcb, rows = load_fcb(run)
-    save_step(run, fcb, core.start(graph, fcb), rows)
+    fcb = initial or core.Fcb.new(graph, run_input)
+    nodes = create_rows(run, fcb)
+    save_step(run, core.start(graph, replace(fcb, nodes=nodes)), nodes)
     return run
 
 
@@ -87,13 +90,13 @@ def do_claim_node(run_id: Any, node_id: str, attempt: int, worker: str) -> Claim
     (already taken, finished, cancelled, or held while the run is paused)."""
     with transaction.atomic():
         run = lock_run(run_id)
-        fcb, rows = load_fcb(run)
+        fcb, nodes = load_fcb(run)
         graph = graph_of(run)
         step = core.claim(graph, fcb, node_id, attempt)
-        save_step(run, fcb, step, rows)
+        save_step(run, step, nodes, {node_id: {"worker": worker, "alive_at": timezone.now()}})
         if not step.claimed:
             return None
-        NodeRun.objects.filter(run=run, node_id=node_id).update(worker=worker, alive_at=timezone.now())
+        inputs = NodeRun.objects.filter(run=run, node_id=node_id).values_list("inputs", flat=True).get()
     spec = graph.nodes[node_id]
     limits = dict(spec.limits)
     return ClaimedNode(
@@ -103,7 +106,7 @@ def do_claim_node(run_id: Any, node_id: str, attempt: int, worker: str) -> Claim
         attempt=attempt,
         label=spec.label,
         code=spec.code,
-        inputs=dict(step.fcb.nodes[node_id].inputs or {}),
+        inputs=dict(inputs or {}),
         limits=limits,
         isolation=spec.isolation,
     )
@@ -134,14 +137,13 @@ def do_record_node_outcome(run_id: Any, node_id: str, attempt: int, outcome: dic
             status_message=outcome.get("status_message", ""),
         )
 
+    columns = {
+        "logs": outcome.get("logs", []),
+        "dropped_log_lines": outcome.get("dropped_log_lines", 0),
+        "container_id": outcome.get("container_id", ""),
+    }
     try:
-        with transaction.atomic():
-            run, _ = _apply(run_id, event)
-            NodeRun.objects.filter(run=run, node_id=node_id).update(
-                logs=outcome.get("logs", []),
-                dropped_log_lines=outcome.get("dropped_log_lines", 0),
-                container_id=outcome.get("container_id", ""),
-            )
+        _apply(run_id, event, {node_id: columns})
     except core.InvalidTransition as exc:
         log.info("result of %s attempt %s in run %s not applied: %s", node_id, attempt, run_id, exc)
         return False
@@ -249,8 +251,7 @@ def do_rerun_from(run_id: Any, node_id: str, user: Any = None) -> Run:
     """A new run that reuses the outputs recorded upstream of ``node_id`` and runs
     ``node_id`` and everything downstream of it."""
     original = Run.objects.select_related("version").get(id=run_id)
-    fcb, _ = load_fcb(original)
-    initial = core.rerun_from(graph_of(original), fcb, node_id)
+    initial = core.rerun_from(graph_of(original), load_whole_fcb(original), node_id)
     return do_start_run(
         original.version, original.input, user, source_run=original, initial=initial, rerun_from=node_id
     )

@@ -48,7 +48,8 @@ def record(run_id: Any, drafts: Sequence[EventDraft]) -> list[dict[str, Any]]:
     if not drafts:
         return []
     now = timezone.now()
-    with transaction.atomic():
+    # Part of the caller's transaction where there is one (an FCB step): no savepoint.
+    with transaction.atomic(savepoint=False):
         last = _reserve(run_id, len(drafts))
         rows = [
             TraceEvent(

@@ -19,6 +19,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from tests.benchmarks.fcb_events import SMALL_REPEATS
 from tests.benchmarks.report import COMMAND, Row, cell, machine, markdown_table, print_table, write_section
 from tests.benchmarks.timings import NodeTimeline, ms, percentile
 from tests.benchmarks.workers import DEDICATED_PINNED_MAX, POOL_WARM
@@ -39,6 +40,9 @@ LABELS = {
     DISABLED: "isolation: container, pool disabled",
 }
 CONTAINER_LABEL = LABELS[WARM]
+# The dedicated fan-out, first and second run; the FCB events without a worker.
+FAN_OUT_COLD, FAN_OUT_WARM = "dedicated fan-out cold", "dedicated fan-out warm"
+FCB_EVENTS = "fcb events"
 OVERHEAD_PARTS: tuple[tuple[str, Callable[[NodeTimeline], float]], ...] = (
     ("engine overhead", lambda t: t.engine_overhead_s),
     ("part: Celery hop (queued -> claimed)", lambda t: t.celery_hop_s),
@@ -67,6 +71,7 @@ class Sizes:
     fan_out: int
     concurrency: int
     trace_chain: int
+    dedicated_fan_out: int
 
 
 def record(name: str, **values: Any) -> None:
@@ -278,6 +283,73 @@ def _fan_out(sizes: Sizes) -> Section | None:
     )
 
 
+def _dedicated_fan_out(sizes: Sizes) -> Section | None:
+    cold, warm = _results.get(FAN_OUT_COLD), _results.get(FAN_OUT_WARM)
+    if not cold and not warm:
+        return None
+    hot = value_of(HOT, "chain_timelines") or []
+    per_node = percentile([t.engine_overhead_s + t.container_s for t in hot], 50) if hot else None
+    one_at_a_time = 1 / per_node if per_node else None
+    rows: list[Row] = [
+        (f"FlowKit, {sizes.dedicated_fan_out} trivial nodes, {label}", figures["per_s"], figures["wall_s"],
+         ratio(figures["per_s"], one_at_a_time))
+        for label, figures in (("dedicated NPUs, cold (first run)", cold), ("dedicated NPUs, warm", warm))
+        if figures and figures.get("per_s")
+    ]  # fmt: skip
+    if one_at_a_time:
+        rows.append(("one node at a time: 1 / (engine overhead + NPU's own time), p50 of the warm chain",
+                     one_at_a_time, "—", "1.00"))  # fmt: skip
+    text = [
+        f"One source node, then {sizes.dedicated_fan_out} trivial nodes that all become ready when it "
+        "succeeds, on dedicated NPUs (the default), on the worker as `make up` starts it: "
+        f"{sizes.concurrency} pool processes sharing the NPUs of their NPU host. Cold: the pipeline's "
+        "first run (each leaf adopts an NPU from the pool or starts one); warm: its second run. Nodes per "
+        "second from the source's success to the run's. The baseline, from the warm chain measured in the "
+        "same run: one node at a time, engine overhead plus the NPU's own time (p50).",
+    ]
+    text += failure_lines([f for figures in (cold, warm) if figures for f in figures.get("failures") or []])
+    return (
+        f"Fan-out: {sizes.dedicated_fan_out} trivial nodes on dedicated NPUs",
+        text,
+        ("what", "nodes per s", "leaves s", "/ one at a time"),
+        rows,
+    )
+
+
+def _fcb_events(sizes: Sizes) -> Section | None:
+    events = _results.get(FCB_EVENTS)
+    if not events:
+        return None
+    small, large = events["small"], events["large"]
+    rows: list[Row] = [
+        ("claim + outcome of one node, run of 10 nodes (baseline)", len(small), p_ms(small, 50),
+         p_ms(small, 99), "1.00"),
+        ("claim + outcome of one node, run of 1,000 nodes", len(large), p_ms(large, 50), p_ms(large, 99),
+         ratio(percentile(large, 50), percentile(small, 50))),
+        ("cancel a run of 10 nodes (baseline)", 1, ms(events["cancel_small_s"]), "—", "1.00"),
+        ("cancel a run of 5,000 nodes, 10 of them running", 1, ms(events["cancel_large_s"]), "—",
+         ratio(events["cancel_large_s"], events["cancel_small_s"])),
+    ]  # fmt: skip
+    text = [
+        "The control unit alone, on the real PostgreSQL: no broker, no worker, no NPU. A stand-in worker "
+        "(tests/integration/layered.py) claims and finishes each node of a layered run (layers of trivial "
+        "nodes, each taking the values of two nodes of the layer before) through the control unit's "
+        "actions, as the node runner does; each node's claim and outcome is two FCB events, each one "
+        "transaction under the run's lock, timed together. The 10-node run (5 layers of 2) runs "
+        f"{SMALL_REPEATS} times so both give about as many samples as the 1,000-node run (10 layers of "
+        "100). An event reads only the node it is about, its successors and, to decide one, that "
+        "successor's upstream nodes (control_unit.fcb), so its cost does not grow with the run. A cancel "
+        "changes every unfinished node: its cost grows with them (one transition and one trace event each), "
+        "written in a few statements.",
+    ]
+    return (
+        "FCB events: a run of 1,000 nodes beside a run of 10",
+        text,
+        ("what", "n", "p50 ms", "p99 ms", "p50 / baseline"),
+        rows,
+    )
+
+
 def _overhead(sizes: Sizes) -> Section | None:
     rows: list[Row] = []
     for setting in CHAIN_SETTINGS:
@@ -458,6 +530,45 @@ def _targets(sizes: Sizes) -> list[Row]:
     return rows
 
 
+def _lean_engine_targets() -> tuple[list[Row], list[str]]:
+    """Issue 15's targets, with what bounds each measured miss."""
+    timelines = value_of(HOT, "chain_timelines") or []
+    overhead = [t.engine_overhead_s for t in timelines]
+    walls = value_of(HOT, "chain_walls_s")
+    prefect = value_of("prefect", "walls_s")
+    chain_s = statistics.median(walls) if walls else None
+    prefect_s = statistics.median(prefect) if prefect else None
+    fan_out = value_of(FAN_OUT_WARM, "per_s")
+    events = _results.get(FCB_EVENTS)
+    event_ratio = percentile(events["large"], 50) / percentile(events["small"], 50) if events else None
+    rows: list[Row] = [
+        ("engine_overhead_p50_ms", "<= 5 ms", *_verdict(p_ms(overhead, 50) if overhead else None, 5, "ms")),
+        ("engine_overhead_p99_ms", "<= 25 ms", *_verdict(p_ms(overhead, 99) if overhead else None, 25, "ms")),
+        ("chain40_warm_s", "<= 1.0 s", *_verdict(chain_s, 1.0, "s")),
+        ("chain40_warm_vs_prefect", "<= 0.5",
+         *_verdict(chain_s / prefect_s if chain_s and prefect_s else None, 0.5, "")),
+        ("fanout50_nodes_per_s", ">= 100", *_verdict(fan_out, 100, "nodes/s", at_most=False)),
+        ("event_cost_1000_vs_10", "<= 1.5", *_verdict(event_ratio, 1.5, "")),
+    ]  # fmt: skip
+    bounds = []
+    if timelines:
+        parts = ", ".join(
+            f"{name.removeprefix('part: ')} {p_ms([part(t) for t in timelines], 50):.1f} ms"
+            for name, part in OVERHEAD_PARTS[1:]
+        )
+        bounds.append(
+            f"Per node of the warm chain, p50: {parts}. The engine overhead is the first three; a node of "
+            "the chain costs all four, and the chain's wall is about 40 times their sum."
+        )
+    if events:
+        bounds.append(
+            f"One FCB event pair (claim + outcome) with no worker: {p_ms(events['small'], 50):.1f} ms p50 in "
+            f"a run of 10 nodes, {p_ms(events['large'], 50):.1f} ms in a run of 1,000; cancelling a run of "
+            f"5,000 nodes took {events['cancel_large_s']:.2f} s."
+        )
+    return rows, bounds
+
+
 def header() -> str:
     """The line under each section's title: the command, where and when."""
     return f"Command: `{COMMAND}` ({SOURCE}). {machine(*stack_versions())}"
@@ -476,8 +587,32 @@ def report(sizes: Sizes) -> None:
     for name, section in sections.items():
         if section is not None:
             write_generated_section(name, head, section)
+    for name, section in {
+        "engine dedicated fan-out": _dedicated_fan_out(sizes),
+        "engine fcb events": _fcb_events(sizes),
+    }.items():
+        if section is not None:
+            write_generated_section(name, head, section)
     targets = _targets(sizes)
     columns = ("target", "bound", "measured", "verdict")
+    lean, bounds = _lean_engine_targets()
+    print_table("Targets (issue 15)", columns, lean)
+    write_section(
+        "engine targets 15",
+        [
+            "## Targets (issue 15): the lean engine path",
+            "",
+            head,
+            "",
+            "Generated from the figures above, measured in the same run: engine overhead and the chain from "
+            "the dedicated NPUs' warm chain, the fan-out from its warm run, the event cost from the FCB "
+            "events section. What bounds a miss, measured in this run:",
+            "",
+            *[f"- {line}" for line in bounds],
+            "",
+            *markdown_table(columns, lean),
+        ],
+    )
     print_table("Targets (issue 8)", columns, targets)
     write_section(
         "engine targets",

@@ -29,7 +29,7 @@ from control_unit.pipeline_actions import do_create_pipeline, do_delete_pipeline
 from control_unit.run_actions import do_start_run
 from node_runner.ready_npu import NpuUnavailable
 from node_runner.resource_sampler import npu_sample
-from tests.benchmarks import figures, npu_figures
+from tests.benchmarks import fcb_events, figures, npu_figures
 from tests.benchmarks.engine_runs import (
     CONTAINER,
     FIBO_NODE,
@@ -64,6 +64,7 @@ CHAIN_LENGTH = 40
 CHAIN_REPEATS = 2
 MAX_FAILED_RUNS = 2
 FAN_OUT_WIDTH = 200
+DEDICATED_FAN_OUT_WIDTH = 50
 WORKER_CONCURRENCY = 2  # tests/integration/conftest.py start_worker's --concurrency
 TRACE_CHAIN_LENGTH = 20
 TRANSPORT_PROBES = 50
@@ -303,8 +304,40 @@ def test_memory_of_the_web_process_a_worker_and_an_idle_npu(warm_worker: BenchWo
     )
 
 
+def test_fan_out_of_trivial_nodes_on_dedicated_npus_cold_then_warm(warm_worker: BenchWorker):
+    """As deployed (two pool processes sharing their NPU host's dedicated NPUs): a new
+    pipeline's first run, then its second, whose leaves find their NPUs waiting."""
+    warm_worker.wait_until_pool_is_warm()
+    version = saved_pipeline("dedicated fan-out", fan_out_document(DEDICATED_FAN_OUT_WIDTH, TRIVIAL_NODE))
+    cold = run_version_to_completion(version)
+    warm = run_version_to_completion(version)
+    for name, finished in ((figures.FAN_OUT_COLD, cold), (figures.FAN_OUT_WARM, warm)):
+        assert finished.workers == {warm_worker.name}, f"nodes ran elsewhere: {finished.workers}"
+        source = next((t for t in finished.timelines if t.node_id == "source"), None)
+        assert finished.run.finished_at is not None
+        leaves_s = finished.run.finished_at.timestamp() - source.succeeded if source else None
+        figures.record(
+            name,
+            per_s=DEDICATED_FAN_OUT_WIDTH / leaves_s if leaves_s and finished.succeeded else None,
+            wall_s=leaves_s,
+            failures=[f"{node}: {error}" for node, error in finished.failures.items()],
+        )
+    let_go_of(version.pipeline, cold, warm)
+
+
+def test_fcb_event_cost_in_runs_of_10_and_1000_nodes():
+    figures.record(
+        figures.FCB_EVENTS,
+        small=fcb_events.event_costs(*fcb_events.SMALL, repeats=fcb_events.SMALL_REPEATS),
+        large=fcb_events.event_costs(*fcb_events.LARGE),
+        cancel_small_s=fcb_events.cancel_seconds(*fcb_events.SMALL),
+        cancel_large_s=fcb_events.cancel_seconds(*fcb_events.CANCELLED_SHAPE),
+    )
+
+
 def test_report():
-    figures.report(figures.Sizes(CHAIN_LENGTH, FAN_OUT_WIDTH, WORKER_CONCURRENCY, TRACE_CHAIN_LENGTH))
+    sizes = (CHAIN_LENGTH, FAN_OUT_WIDTH, WORKER_CONCURRENCY, TRACE_CHAIN_LENGTH, DEDICATED_FAN_OUT_WIDTH)
+    figures.report(figures.Sizes(*sizes))
     npu_figures.report()
 
 

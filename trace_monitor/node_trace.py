@@ -190,22 +190,24 @@ class NodeTrace:
             self._peaks[name] = value if current is None else max(current, value)
 
     def _save_execution(self, outcome: str, error: dict[str, Any] | None, duration_s: float | None) -> None:
-        # Written once, at the end: a row per attempt whatever happened on the way.
-        NodeExecution.objects.update_or_create(
-            run_id=self.run_id,
-            node_id=self.node_id,
-            attempt=self.attempt,
-            defaults={
-                "pipeline_id": self.pipeline_id,
-                "worker": self.worker,
-                "container_id": self._container_id,
-                "started_at": self._started_at,
-                "finished_at": None if outcome == "running" else timezone.now(),
-                "duration_s": None if outcome == "running" else (duration_s or 0.0),
-                "outcome": outcome,
-                "error_type": str((error or {}).get("error_type", ""))[:80],
-                **self._peaks,
-            },
+        # A row per attempt whatever happened on the way: written when the NPU starts and
+        # again when it ends, each time by one INSERT ... ON CONFLICT DO UPDATE.
+        values = {
+            "pipeline_id": self.pipeline_id,
+            "worker": self.worker,
+            "container_id": self._container_id,
+            "started_at": self._started_at,
+            "finished_at": None if outcome == "running" else timezone.now(),
+            "duration_s": None if outcome == "running" else (duration_s or 0.0),
+            "outcome": outcome,
+            "error_type": str((error or {}).get("error_type", ""))[:80],
+            **self._peaks,
+        }
+        NodeExecution.objects.bulk_create(
+            [NodeExecution(run_id=self.run_id, node_id=self.node_id, attempt=self.attempt, **values)],
+            update_conflicts=True,
+            unique_fields=["run", "node_id", "attempt"],
+            update_fields=list(values),
         )
 
 

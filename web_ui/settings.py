@@ -131,15 +131,17 @@ CHANNEL_LAYERS = {
 }
 
 # Celery: JSON only (never pickle: task arguments must not be able to become code),
-# acknowledged after the task finishes so a worker crash redelivers it.
+# acknowledged after the task finishes so a worker crash redelivers it. Acknowledging
+# early or reserving more tasks per process made no difference to the hand-off in the
+# benchmark (docs/PERFORMANCE.md, "Hand-off"); the knobs stay for it and for operators.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_ACKS_LATE = env_bool("FLOWKIT_CELERY_ACKS_LATE", True)
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("FLOWKIT_CELERY_PREFETCH_MULTIPLIER", 1, minimum=1, maximum=64)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 FLOWKIT_CELERY_QUEUE = env_str("FLOWKIT_CELERY_QUEUE", "flowkit")

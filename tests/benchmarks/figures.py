@@ -43,6 +43,7 @@ CONTAINER_LABEL = LABELS[WARM]
 # The dedicated fan-out, first and second run; the FCB events without a worker.
 FAN_OUT_COLD, FAN_OUT_WARM = "dedicated fan-out cold", "dedicated fan-out warm"
 FCB_EVENTS = "fcb events"
+HAND_OFF = "hand-off"
 OVERHEAD_PARTS: tuple[tuple[str, Callable[[NodeTimeline], float]], ...] = (
     ("engine overhead", lambda t: t.engine_overhead_s),
     ("part: Celery hop (queued -> claimed)", lambda t: t.celery_hop_s),
@@ -314,6 +315,37 @@ def _dedicated_fan_out(sizes: Sizes) -> Section | None:
         ("what", "nodes per s", "leaves s", "/ one at a time"),
         rows,
     )
+
+
+def _hand_off(sizes: Sizes) -> Section | None:
+    options = _results.get(HAND_OFF)
+    if not options:
+        return None
+    baseline_name = next(iter(options))
+    baseline = [t.celery_hop_s for t in options[baseline_name][1]]
+    rows: list[Row] = []
+    for name, (walls, timelines) in options.items():
+        hop = [t.celery_hop_s for t in timelines]
+        overhead = [t.engine_overhead_s for t in timelines]
+        rows.append(
+            (name, len(walls), statistics.median(walls) if walls else "—", p_ms(hop, 50), p_ms(hop, 99),
+             p_ms(overhead, 50), ratio(percentile(hop, 50), percentile(baseline, 50)))
+        )  # fmt: skip
+    text = [
+        f"The warm {sizes.chain}-node chain of trivial nodes on a worker of one pool process holding its "
+        "dedicated NPUs, under each Celery setting (`FLOWKIT_CELERY_ACKS_LATE`, "
+        "`FLOWKIT_CELERY_PREFETCH_MULTIPLIER`): acknowledged when the task ends or when it starts, and how "
+        "many tasks each process reserves ahead. The hop is queued -> claimed (the FCB's dispatch to the "
+        "worker's claim: commit, broker, the worker's main process, its pool process, the claim's lock). "
+        f"The baseline is the first row, the installation's default. Kept: {baseline_name}. The database "
+        "claim is the lease either way (a redelivered task finds its attempt taken); acknowledging late "
+        "also keeps a task a worker took but never started in the queue, so with no measured gain from "
+        "the others it stays. The pool type stays prefork: each pool process holds one attempt, and its "
+        "NPU work runs in the NPU host and the NPU, not in the pool process.",
+    ]
+    columns = ("setting", "runs", "wall s (median)", "hop p50 ms", "hop p99 ms", "engine overhead p50 ms",
+               "hop p50 / default")  # fmt: skip
+    return "Hand-off: Celery acknowledgement and prefetch", text, columns, rows
 
 
 def _fcb_events(sizes: Sizes) -> Section | None:
@@ -590,6 +622,7 @@ def report(sizes: Sizes) -> None:
     for name, section in {
         "engine dedicated fan-out": _dedicated_fan_out(sizes),
         "engine fcb events": _fcb_events(sizes),
+        "engine hand-off": _hand_off(sizes),
     }.items():
         if section is not None:
             write_generated_section(name, head, section)

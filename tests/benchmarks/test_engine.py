@@ -46,9 +46,11 @@ from tests.benchmarks.peers import bench_npu_options, docker_churn_per_s, docker
 from tests.benchmarks.timings import NodeTimeline
 from tests.benchmarks.workers import (
     DEDICATED_PINNED,
+    HAND_OFF_OPTIONS,
     POOL_DISABLED,
     POOL_WARM,
     BenchWorker,
+    PoolSetting,
     bench_worker,
     wait_until_removed,
 )
@@ -65,6 +67,7 @@ CHAIN_REPEATS = 2
 MAX_FAILED_RUNS = 2
 FAN_OUT_WIDTH = 200
 DEDICATED_FAN_OUT_WIDTH = 50
+HAND_OFF_RUNS = 3
 WORKER_CONCURRENCY = 2  # tests/integration/conftest.py start_worker's --concurrency
 TRACE_CHAIN_LENGTH = 20
 TRANSPORT_PROBES = 50
@@ -323,6 +326,25 @@ def test_fan_out_of_trivial_nodes_on_dedicated_npus_cold_then_warm(warm_worker: 
             failures=[f"{node}: {error}" for node, error in finished.failures.items()],
         )
     let_go_of(version.pipeline, cold, warm)
+
+
+@pytest.mark.parametrize("option", HAND_OFF_OPTIONS, ids=lambda option: option.name)
+def test_hand_off_options(django_db_setup: None, log_dir: Path, option: PoolSetting):
+    """The warm chain of trivial nodes on a worker of one process, under each Celery
+    acknowledgement and prefetch setting: how fast a node reaches the next."""
+    walls: list[float] = []
+    timelines: list[NodeTimeline] = []
+    with bench_worker(option, log_dir) as worker:
+        worker.wait_until_pool_is_warm()
+        version = saved_pipeline(f"hand-off {option.name}", chain_document(CHAIN_LENGTH, TRIVIAL_NODE))
+        cold = run_version_to_completion(version)
+        runs = [run_version_to_completion(version) for _ in range(HAND_OFF_RUNS)]
+        for finished in runs:
+            if finished.succeeded:
+                walls.append(finished.wall_s)
+                timelines += finished.timelines
+        let_go_of(version.pipeline, cold, *runs)
+    figures.record(figures.HAND_OFF, **{option.name: (walls, timelines)})
 
 
 def test_fcb_event_cost_in_runs_of_10_and_1000_nodes():

@@ -63,6 +63,22 @@ DEDICATED_PINNED = PoolSetting(
 )
 
 
+# Celery's acknowledgement and prefetch, each on a worker of one process holding the
+# chain's dedicated NPUs (the first is what the installation uses).
+HAND_OFF_OPTIONS = tuple(
+    PoolSetting(name, {**DEDICATED_PINNED.env, **env}, processes=1)
+    for name, env in (
+        ("acks late, prefetch 1", {}),
+        ("acks early, prefetch 1", {"FLOWKIT_CELERY_ACKS_LATE": "false"}),
+        ("acks late, prefetch 4", {"FLOWKIT_CELERY_PREFETCH_MULTIPLIER": "4"}),
+        (
+            "acks early, prefetch 4",
+            {"FLOWKIT_CELERY_ACKS_LATE": "false", "FLOWKIT_CELERY_PREFETCH_MULTIPLIER": "4"},
+        ),
+    )
+)
+
+
 @dataclass
 class BenchWorker:
     process: WorkerProcess

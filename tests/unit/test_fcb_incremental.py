@@ -32,8 +32,7 @@ def full_decision(graph: Graph, nodes: Mapping[str, fcb.NodeRecord], node_id: st
         if nodes[up].state == "cancelled":
             return "cancelled"
     activated = any(
-        nodes[up].state == "succeeded" and node_id in (nodes[up].next_nodes or (node_id,))
-        for up in upstream
+        nodes[up].state == "succeeded" and node_id in (nodes[up].next_nodes or (node_id,)) for up in upstream
     )
     return "skipped" if upstream and not activated else "queued"
 

@@ -227,7 +227,7 @@ def save_step(
         for t in step.transitions
     )
     if created:
-        trace_recorder.record(run.id, [_transition_draft(t, after, now) for t in step.transitions])
+        trace_recorder.record(run.id, [transition_draft(t, after, now) for t in step.transitions])
     graph = graph_of(run)
     dispatches = [(d.node_id, d.attempt, d.delay_s, graph.nodes[d.node_id].requires) for d in step.dispatches]
     if dispatches:
@@ -257,13 +257,13 @@ def _save_run(run: Run, after: Fcb, now: datetime) -> None:
         run.save(update_fields=changed)
 
 
-def _transition_draft(transition: Transition, fcb: Fcb, at: datetime) -> trace_recorder.EventDraft:
+def transition_draft(transition: Transition, fcb: Fcb | None, at: datetime) -> trace_recorder.EventDraft:
     """The trace event of one transition; a node's final state carries what it
-    produced (capped: the whole values stay on the node's row)."""
+    produced (capped: the whole values stay on the node's row), read from ``fcb``."""
     data: dict[str, Any] = {"source": transition.source, "target": transition.target}
     if transition.reason:
         data["reason"] = transition.reason
-    record = fcb.nodes.get(transition.node_id) if transition.node_id else None
+    record = fcb.nodes.get(transition.node_id) if fcb is not None and transition.node_id else None
     if record is not None and transition.target == "succeeded":
         outputs, truncated = cap_ports(record.outputs, settings.FLOWKIT_TRACE_PREVIEW_BYTES)
         data.update(outputs=outputs, next_nodes=list(record.next_nodes or ()), reused=record.reused)

@@ -13,9 +13,17 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from control_unit import audit, fcb_store
+from control_unit import audit, claims, fcb_store
 from control_unit import fcb as core
-from control_unit.fcb_store import create_rows, graph_of, load_fcb, load_whole_fcb, lock_run, save_step
+from control_unit.fcb_store import (
+    create_rows,
+    graph_of,
+    graph_of_version,
+    load_fcb,
+    load_whole_fcb,
+    lock_run,
+    save_step,
+)
 from control_unit.graph import Graph
 from control_unit.models import NodeRun, PipelineVersion, Run
 from trace_monitor.node_trace import end_lost_executions
@@ -88,26 +96,19 @@ def do_start_run(
 def do_claim_node(run_id: Any, node_id: str, attempt: int, worker: str) -> ClaimedNode | None:
     """Let a worker take (node, attempt); None when the task has nothing to do
     (already taken, finished, cancelled, or held while the run is paused)."""
-    with transaction.atomic():
-        run = lock_run(run_id)
-        fcb, nodes = load_fcb(run)
-        graph = graph_of(run)
-        step = core.claim(graph, fcb, node_id, attempt)
-        save_step(run, step, nodes, {node_id: {"worker": worker, "alive_at": timezone.now()}})
-        if not step.claimed:
-            return None
-        inputs = NodeRun.objects.filter(run=run, node_id=node_id).values_list("inputs", flat=True).get()
-    spec = graph.nodes[node_id]
-    limits = dict(spec.limits)
+    claimed = claims.claim(run_id, node_id, attempt, worker)
+    if claimed is None:
+        return None
+    spec = graph_of_version(claimed.version_id).nodes[node_id]
     return ClaimedNode(
-        run_id=str(run.id),
-        pipeline_id=run.pipeline_id,
+        run_id=str(run_id),
+        pipeline_id=claimed.pipeline_id,
         node_id=node_id,
         attempt=attempt,
         label=spec.label,
         code=spec.code,
-        inputs=dict(inputs or {}),
-        limits=limits,
+        inputs=claimed.inputs,
+        limits=dict(spec.limits),
         isolation=spec.isolation,
     )
 

@@ -115,3 +115,23 @@ def test_a_redelivered_task_neither_reruns_a_finished_node_nor_loses_its_result(
     assert source.outputs == {"n": 3}
     assert source.container_id == ""  # no NPU was started for the redelivered task
     assert RunTransition.objects.filter(run=run, node_id="source").count() == 3  # queued, running, succeeded
+
+
+def test_claims_racing_a_pause_never_leave_a_node_running_in_a_paused_run(transactional_db, dispatched):
+    from control_unit.run_actions import do_pause_run
+
+    run = do_start_run(wide_version(), {"n": 1})
+    do_claim_node(run.id, "source", 1, "w")
+    do_record_node_outcome(run.id, "source", 1, {"outputs": {"n": 1}})
+    claims = [lambda i=i: do_claim_node(run.id, f"w{i}", 1, f"worker-{i}") for i in range(WIDTH)]
+    results = in_parallel([*claims[: WIDTH // 2], lambda: do_pause_run(run.id), *claims[WIDTH // 2 :]])
+
+    run.refresh_from_db()
+    assert run.state == "paused"
+    states = Counter(run.node_runs.filter(node_id__startswith="w").values_list("state", flat=True))
+    assert "running" not in states, states
+    del results[WIDTH // 2]  # the pause's
+    claimed = sum(1 for result in results if result is not None)
+    assert states["paused"] == claimed, "each claim that won is paused with the run"
+    held = run.node_runs.filter(node_id__startswith="w", state="queued")
+    assert not held.filter(dispatched=True).exists(), "a claim that lost to the pause holds its attempt"

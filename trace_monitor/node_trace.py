@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from secret_manager.masking import Masker
@@ -64,16 +64,13 @@ class NodeTrace:
     def started(self, container_id: str, image: str, runtime: str) -> None:
         self._started_at = timezone.now()
         self._container_id = container_id
-        try:
-            # The timeline shows the attempt while it runs; finish() completes the row.
-            self._save_execution("running", None, None)
-        except DATABASE_UNAVAILABLE:
-            forget_connection()  # finish() writes the row then
         self._add(
             kinds.STARTED,
             {"worker": self.worker, "container_id": container_id, "image": image, "runtime": runtime},
         )
-        self.flush()
+        # The timeline shows the attempt while it runs, written with its first events;
+        # finish() completes the row (and writes it, should the database be away now).
+        self.flush(with_events=lambda: self._save_execution("running", None, None))
 
     def event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -147,25 +144,30 @@ class NodeTrace:
         )
         with self._lock:
             self._closed = True
-        with_database_retry(self._flush_or_fail, what=f"trace of {self.run_id}/{self.node_id}")
+        # The last events and the execution's row in one transaction.
         with_database_retry(
-            lambda: self._save_execution(outcome, error, duration_s), what=f"execution of {self.node_id}"
+            lambda: self._flush_or_fail(lambda: self._save_execution(outcome, error, duration_s)),
+            what=f"trace of {self.run_id}/{self.node_id}",
         )
 
-    def _flush_or_fail(self) -> None:
-        self.flush()
-        if self._events:
+    def _flush_or_fail(self, with_events: Callable[[], None]) -> None:
+        if not self.flush(with_events):
             raise OperationalError("the trace's last events could not be stored")
 
-    def flush(self) -> None:
+    def flush(self, with_events: Callable[[], None] | None = None) -> bool:
+        """Write the buffered events and samples in one transaction, with what
+        ``with_events`` writes; False (the events kept for later) when the database
+        is unreachable."""
         with self._lock:
             events, self._events = self._events, []
             samples, self._samples = self._samples, []
         try:
             # Events and samples are sent in separate messages; each kept in order.
-            record(self.run_id, events)
-            events = []
-            record_samples(self.run_id, samples)
+            with transaction.atomic():
+                if with_events is not None:
+                    with_events()
+                record(self.run_id, events)
+                record_samples(self.run_id, samples)
         except DATABASE_UNAVAILABLE as exc:
             # The node goes on; its events wait for the database (they are bounded by
             # the log budget). Samples of that moment are given up: points on a chart.
@@ -174,8 +176,9 @@ class NodeTrace:
             with self._lock:
                 self._events[:0] = events
             self._next_flush = time.monotonic() + RETRY_FLUSH_S
-            return
+            return False
         self._next_flush = time.monotonic() + settings.FLOWKIT_TRACE_FLUSH_S
+        return True
 
     def _add(self, kind: str, data: dict[str, Any]) -> None:
         draft = EventDraft(

@@ -75,7 +75,7 @@ def record_samples(run_id: Any, samples: Sequence[ResourceSample]) -> None:
     on a chart, and the series can be read back whole from the API."""
     if not samples:
         return
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         ResourceSample.objects.bulk_create(samples)
         frames = [sample_frame(sample) for sample in samples]
         transaction.on_commit(lambda: _send_samples(str(run_id), frames))

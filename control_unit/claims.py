@@ -25,7 +25,7 @@ from trace_monitor import recorder as trace_recorder
 _RUN = "SELECT state, pipeline_id, version_id FROM control_unit_run WHERE id = %s FOR SHARE"
 _CLAIM = (
     "UPDATE control_unit_noderun SET state = %s, reason = '', started_at = %s, worker = %s, alive_at = %s "
-    "WHERE run_id = %s AND node_id = %s AND attempt = %s AND state = %s RETURNING inputs"
+    "WHERE run_id = %s AND node_id = %s AND attempt = %s AND state = %s RETURNING inputs, input_refs"
 )
 
 
@@ -33,7 +33,8 @@ _CLAIM = (
 class Claim:
     pipeline_id: Any
     version_id: int
-    inputs: dict[str, Any]
+    inputs: Any  # as stored: a source node's inputs
+    input_refs: Any  # as stored: any other node's (control_unit.node_inputs)
 
 
 def claim(run_id: Any, node_id: str, attempt: int, worker: str) -> Claim | None:
@@ -60,12 +61,10 @@ def claim(run_id: Any, node_id: str, attempt: int, worker: str) -> Claim | None:
             run_id=run_id, node_id=node_id, source=QUEUED, target=RUNNING, attempt=attempt
         )
         trace_recorder.record(run_id, [transition_draft(transition, None, now)])
-    (inputs,) = claimed
-    return Claim(pipeline_id, version_id, _json(inputs))
+    inputs, input_refs = claimed
+    return Claim(pipeline_id, version_id, _json(inputs), _json(input_refs))
 
 
-def _json(value: Any) -> dict[str, Any]:
+def _json(value: Any) -> Any:
     # The driver may hand jsonb over parsed or as text, depending on its loaders.
-    if isinstance(value, str | bytes):
-        value = json.loads(value)
-    return dict(value or {})
+    return json.loads(value) if isinstance(value, str | bytes) else value

@@ -81,13 +81,25 @@ class CannotRerun(Exception):
 
 
 @dataclass(frozen=True)
+class InputRef:
+    """An input port fed by an upstream node's output port."""
+
+    port: str
+    source: str
+    source_port: str
+
+
+@dataclass(frozen=True)
 class NodeRecord:
-    # ``inputs`` and ``outputs`` read as None where a store did not read them (see
-    # fcb_store.StoredNodes): the core reads upstream outputs through Nodes.outputs_of.
+    # A source node's ``inputs`` are the run's input. Any other node's are references to
+    # its upstream nodes' outputs (``input_refs``, see ``resolve_inputs``), never copies:
+    # a value fanned out to fifty nodes is stored once. ``inputs`` and ``outputs`` read as
+    # None where a store did not read them (fcb_store.StoredNodes); the core needs neither.
     state: str = PENDING
     attempt: int = 0  # attempt of the latest dispatch, from 1; 0 = never dispatched
     dispatched: bool = False  # a task for (node, attempt) is on its way to a worker
     inputs: Mapping[str, Any] | None = None
+    input_refs: tuple[InputRef, ...] | None = None
     outputs: Mapping[str, Any] | None = None
     next_nodes: tuple[str, ...] | None = None
     status_message: str = ""
@@ -123,9 +135,6 @@ class Nodes(Mapping[str, NodeRecord]):
     def in_states(self, states: Collection[str]) -> list[str]:
         """The nodes in any of ``states``."""
         return [node_id for node_id, record in self._records.items() if record.state in states]
-
-    def outputs_of(self, node_ids: Collection[str]) -> dict[str, Mapping[str, Any] | None]:
-        return {node_id: self._records[node_id].outputs for node_id in node_ids}
 
     def changed(self, changes: Mapping[str, NodeRecord]) -> Nodes:
         """These records with ``changes`` applied."""
@@ -299,7 +308,12 @@ class _Builder:
             if upstream and not any(self._activates(up, node_id) for up in upstream):
                 self.move(node_id, SKIPPED, "no upstream node activated it")
                 return
-        self.move(node_id, QUEUED, attempt=1, inputs=self.inputs_of(node_id))
+        if self.graph.incoming(node_id):
+            self.move(node_id, QUEUED, attempt=1, input_refs=self.input_refs_of(node_id))
+        else:
+            run_input = self.fcb.run_input
+            inputs = dict(run_input) if isinstance(run_input, Mapping) else {"input": run_input}
+            self.move(node_id, QUEUED, attempt=1, inputs=inputs)
         self.dispatch(node_id, 1)
 
     def _activates(self, up: str, node_id: str) -> bool:
@@ -308,34 +322,34 @@ class _Builder:
             return False
         return not record.next_nodes or node_id in record.next_nodes
 
-    def inputs_of(self, node_id: str) -> dict[str, Any]:
-        incoming = self.graph.incoming(node_id)
-        if not incoming:
-            run_input = self.fcb.run_input
-            return dict(run_input) if isinstance(run_input, Mapping) else {"input": run_input}
-        list_ports = {port.name for port in self.graph.nodes[node_id].inputs if port.list}
-        inputs: dict[str, Any] = {name: [] for name in list_ports}
-        feeding = [edge for edge in incoming if self._activates(edge.source, node_id)]
-        outputs = self._outputs({edge.source for edge in feeding})
-        for edge in feeding:
-            produced = outputs[edge.source] or {}
-            if edge.source_port not in produced:
-                continue
-            value = produced[edge.source_port]
-            if edge.target_port in list_ports:
-                inputs[edge.target_port].append(value)
-            else:
-                inputs[edge.target_port] = value
-        return inputs
+    def input_refs_of(self, node_id: str) -> tuple[InputRef, ...]:
+        """The edges into the node from the upstream nodes that activated it, in
+        document order: what its inputs are made of (``resolve_inputs``)."""
+        return tuple(
+            InputRef(edge.target_port, edge.source, edge.source_port)
+            for edge in self.graph.incoming(node_id)
+            if self._activates(edge.source, node_id)
+        )
 
-    def _outputs(self, node_ids: set[str]) -> dict[str, Mapping[str, Any] | None]:
-        # Outputs given in this event are at hand; the others are read from the records.
-        at_hand = {
-            node_id: self.changes[node_id].outputs
-            for node_id in node_ids
-            if node_id in self.changes and self.changes[node_id].outputs is not None
-        }
-        return {**self.base.outputs_of(node_ids - at_hand.keys()), **at_hand}
+
+def resolve_inputs(
+    graph: Graph, node_id: str, refs: Iterable[InputRef], outputs: Mapping[str, Mapping[str, Any] | None]
+) -> dict[str, Any]:
+    """A node's inputs from its references and its upstream nodes' ``outputs``: a list
+    port gets the values of every edge into it, in document order (none: empty); an
+    upstream node that did not produce the port feeds nothing."""
+    list_ports = {port.name for port in graph.nodes[node_id].inputs if port.list}
+    inputs: dict[str, Any] = {name: [] for name in list_ports}
+    for ref in refs:
+        produced = outputs.get(ref.source) or {}
+        if ref.source_port not in produced:
+            continue
+        value = produced[ref.source_port]
+        if ref.port in list_ports:
+            inputs[ref.port].append(value)
+        else:
+            inputs[ref.port] = value
+    return inputs
 
 
 # -- events --------------------------------------------------------------------
@@ -381,7 +395,7 @@ def node_succeeded(
     outputs: Mapping[str, Any],
     status_message: str = "",
 ) -> Step:
-    _check_reporting(fcb, node_id, attempt)
+    _check_reporting(graph, fcb, node_id, attempt)
     next_nodes = tuple(next_nodes)
     successors = graph.downstream(node_id)
     strangers = [name for name in next_nodes if name not in successors]
@@ -418,7 +432,7 @@ def node_failed(
     retryable: bool = True,
     rng: random.Random | None = None,
 ) -> Step:
-    _check_reporting(fcb, node_id, attempt)
+    _check_reporting(graph, fcb, node_id, attempt)
     builder = _Builder(graph, fcb)
     spec = graph.nodes[node_id]
     if retryable and attempt <= spec.retries and builder.run_state not in TERMINAL_RUN_STATES:
@@ -484,6 +498,7 @@ def rerun_from(graph: Graph, original: Fcb, node_id: str) -> Fcb:
             nodes[name] = NodeRecord(
                 state=SUCCEEDED,
                 inputs=record.inputs,
+                input_refs=record.input_refs,
                 outputs=record.outputs,
                 next_nodes=record.next_nodes,
                 status_message=record.status_message,
@@ -529,7 +544,10 @@ def backoff_delay(backoff_s: float, attempt: int, rng: random.Random) -> float:
     return float(base * (0.5 + rng.random()))
 
 
-def _check_reporting(fcb: Fcb, node_id: str, attempt: int) -> None:
+def _check_reporting(graph: Graph, fcb: Fcb, node_id: str, attempt: int) -> None:
+    if isinstance(fcb.nodes, Nodes):
+        # A result is read with the successors it may decide: one read, not two.
+        fcb.nodes.fetch([node_id, *graph.downstream(node_id)])
     record = fcb.nodes[node_id]
     if record.state not in (RUNNING, PAUSED) or record.attempt != attempt:
         raise InvalidTransition(

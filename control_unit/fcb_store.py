@@ -34,6 +34,7 @@ from control_unit.fcb import (
 )
 from control_unit.graph import Graph, parse_graph
 from control_unit.models import NodeRun, PipelineVersion, Run, RunTransition
+from control_unit.node_inputs import refs_from_row, refs_to_row
 from control_unit.routing import queue_for
 from control_unit.run_states import published_after_commit
 from trace_monitor import recorder as trace_recorder
@@ -43,7 +44,7 @@ from trace_monitor.previews import cap_ports
 log = logging.getLogger(__name__)
 
 NODE_FIELDS = (
-    "state", "attempt", "dispatched", "inputs", "outputs", "next_nodes",
+    "state", "attempt", "dispatched", "inputs", "input_refs", "outputs", "next_nodes",
     "status_message", "error", "reused", "reason", "waiting",
 )  # fmt: skip
 
@@ -76,7 +77,7 @@ def lock_run(run_id: Any) -> Run:
 
 
 # What the core reads of a node. Its inputs, outputs and logs (up to megabytes) stay in
-# the database: an event asks for the outputs it needs (StoredNodes.outputs_of).
+# the database: the core only refers to them (fcb.InputRef).
 RECORD_COLUMNS = (
     "node_id", "state", "attempt", "dispatched", "next_nodes",
     "status_message", "error", "reused", "reason", "waiting",
@@ -112,12 +113,6 @@ class StoredNodes(Nodes):
     def in_states(self, states: Collection[str]) -> list[str]:
         return self._read(NodeRun.objects.filter(run=self._run, state__in=list(states)))
 
-    def outputs_of(self, node_ids: Collection[str]) -> dict[str, Mapping[str, Any] | None]:
-        if not node_ids:
-            return {}
-        rows = NodeRun.objects.filter(run=self._run, node_id__in=list(node_ids))
-        return dict(rows.values_list("node_id", "outputs"))
-
     def changed(self, changes: Mapping[str, NodeRecord]) -> Nodes:
         return StoredNodes(self._run, self._graph, {**self._records, **changes})
 
@@ -151,6 +146,7 @@ def load_whole_fcb(run: Run) -> Fcb:
     for row in NodeRun.objects.filter(run=run):
         values = {name: getattr(row, name) for name in NODE_FIELDS}
         next_nodes = values.pop("next_nodes")
+        values["input_refs"] = refs_from_row(values["input_refs"])
         records[row.node_id] = NodeRecord(
             next_nodes=tuple(next_nodes) if next_nodes is not None else None, **values
         )
@@ -178,6 +174,10 @@ def create_rows(run: Run, fcb: Fcb) -> StoredNodes:
     run.unfinished, run.failed_node = fcb.unfinished, fcb.failed
     run.save(update_fields=["unfinished", "failed_node"])
     return StoredNodes(run, graph_of(run), fcb.nodes)
+
+
+# Columns whose values are each node's own: a node changing one is written alone.
+OWN_VALUES = ("inputs", "input_refs", "outputs", "error", "next_nodes")
 
 
 def save_step(
@@ -208,7 +208,7 @@ def save_step(
         values.update(columns.get(node_id, {}))
         if not values:
             continue
-        if node_id in columns or any(name in values for name in ("inputs", "outputs", "error", "next_nodes")):
+        if node_id in columns or any(name in values for name in OWN_VALUES):
             NodeRun.objects.filter(run=run, node_id=node_id).update(**values)
         else:
             alike.setdefault(tuple(sorted(values.items())), []).append(node_id)
@@ -332,6 +332,7 @@ def _row_values(record: NodeRecord) -> dict[str, Any]:
         "attempt": record.attempt,
         "dispatched": record.dispatched,
         "inputs": dict(record.inputs) if record.inputs is not None else None,
+        "input_refs": refs_to_row(record.input_refs),
         "outputs": dict(record.outputs) if record.outputs is not None else None,
         "next_nodes": list(record.next_nodes) if record.next_nodes is not None else None,
         "status_message": record.status_message,

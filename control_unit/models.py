@@ -171,7 +171,10 @@ class NodeRun(models.Model):
     state = models.CharField(max_length=16, choices=NodeState.choices, default=NodeState.PENDING)
     attempt = models.PositiveIntegerField(default=0)
     dispatched = models.BooleanField(default=False)
-    inputs = models.JSONField(null=True, blank=True)
+    inputs = models.JSONField(null=True, blank=True)  # a source node's: the run's input
+    # Any other node's inputs: [[port, upstream node, its output port], ...], resolved
+    # from the upstream rows' outputs when read (control_unit.node_inputs), not copied.
+    input_refs = models.JSONField(null=True, blank=True)
     outputs = models.JSONField(null=True, blank=True)
     next_nodes = models.JSONField(null=True, blank=True)
     status_message = models.TextField(blank=True)

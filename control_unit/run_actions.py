@@ -26,6 +26,7 @@ from control_unit.fcb_store import (
 )
 from control_unit.graph import Graph
 from control_unit.models import NodeRun, PipelineVersion, Run
+from control_unit.node_inputs import inputs_of
 from trace_monitor.node_trace import end_lost_executions
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,9 @@ def do_claim_node(run_id: Any, node_id: str, attempt: int, worker: str) -> Claim
     claimed = claims.claim(run_id, node_id, attempt, worker)
     if claimed is None:
         return None
-    spec = graph_of_version(claimed.version_id).nodes[node_id]
+    graph = graph_of_version(claimed.version_id)
+    spec = graph.nodes[node_id]
+    inputs = inputs_of(run_id, graph, node_id, claimed.inputs, claimed.input_refs)
     return ClaimedNode(
         run_id=str(run_id),
         pipeline_id=claimed.pipeline_id,
@@ -107,7 +110,7 @@ def do_claim_node(run_id: Any, node_id: str, attempt: int, worker: str) -> Claim
         attempt=attempt,
         label=spec.label,
         code=spec.code,
-        inputs=claimed.inputs,
+        inputs=inputs,
         limits=dict(spec.limits),
         isolation=spec.isolation,
     )

@@ -14,7 +14,9 @@ from uuid import UUID
 from django.conf import settings
 from django.db import connection, transaction
 
+from control_unit.fcb_store import graph_of
 from control_unit.models import NodeRun, Run
+from control_unit.node_inputs import node_rows
 from trace_monitor.models import RunTrace, TraceEvent
 from trace_monitor.previews import capped_node
 from trace_monitor.recorder import event_frame
@@ -33,7 +35,7 @@ def snapshot(run_id: UUID | str) -> dict[str, Any]:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         run = Run.objects.select_related("pipeline", "version").get(id=run_id)
         seq = last_seq(run_id)
-        nodes = NodeRun.objects.filter(run=run).order_by("id").values(*SNAPSHOT_NODE_FIELDS, "worker")
+        nodes = node_rows(run, graph_of(run), (*SNAPSHOT_NODE_FIELDS, "worker"))
         limit = settings.FLOWKIT_TRACE_PREVIEW_BYTES
         return {
             "type": "snapshot",

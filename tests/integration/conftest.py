@@ -27,7 +27,9 @@ from django.db import connection
 
 from control_unit.actions import do_start_node_test_run
 from control_unit.dispatcher import dispatching_to
+from control_unit.fcb_store import graph_of_version
 from control_unit.models import NodeTestRun
+from control_unit.node_inputs import inputs_of
 from tests.integration.hosts import WorkerHost, separate_hosts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -307,6 +309,12 @@ def wait_for_node(run: Any, node_id: str, states: tuple[str, ...], wait_s: float
 
 def nodes_of(run: Any) -> dict[str, Any]:
     return {node.node_id: node for node in run.node_runs.all()}
+
+
+def node_inputs(run: Any, node_id: str) -> dict[str, Any]:
+    """A node's inputs as the worker and the API see them (references resolved)."""
+    row = run.node_runs.get(node_id=node_id)
+    return inputs_of(run.id, graph_of_version(run.version_id), node_id, row.inputs, row.input_refs)
 
 
 @pytest.fixture

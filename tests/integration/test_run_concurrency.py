@@ -13,6 +13,7 @@ from django.db import connection
 from control_unit.models import RunTransition
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_claim_node, do_record_node_outcome, do_start_run
+from tests.integration.conftest import node_inputs
 
 WIDTH = 40
 
@@ -75,7 +76,7 @@ def test_parallel_results_of_one_run_are_each_applied_exactly_once(transactional
     assert applied == [True] * WIDTH
     merge = run.node_runs.get(node_id="merge")
     assert merge.state == "queued"
-    assert sorted(merge.inputs["values"]) == list(range(WIDTH))
+    assert sorted(node_inputs(run, "merge")["values"]) == list(range(WIDTH))
     succeeded = Counter(
         RunTransition.objects.filter(run=run, target="succeeded").values_list("node_id", flat=True)
     )

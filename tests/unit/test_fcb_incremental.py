@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import replace
-from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -106,10 +105,6 @@ class CountedNodes(fcb.Nodes):
         found = super().in_states(states)
         self.read.update(found)
         return found
-
-    def outputs_of(self, node_ids: Collection[str]) -> dict[str, Any]:
-        self.read.update(node_ids)
-        return super().outputs_of(node_ids)
 
     def changed(self, changes: Mapping[str, fcb.NodeRecord]) -> fcb.Nodes:
         return CountedNodes({**self._records, **changes}, self.read)

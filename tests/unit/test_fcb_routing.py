@@ -68,7 +68,26 @@ def test_a_merge_waits_for_every_upstream_and_runs_if_one_activated_it():
     assert state.nodes["d"].state == "pending"
     state = run_node(graph, state, "b", outputs={"out": 42}).fcb
     assert state.nodes["d"].state == "queued"
-    assert state.nodes["d"].inputs == {"in": [42]}
+    assert state.nodes["d"].inputs is None, "referenced, not copied"
+    assert state.nodes["d"].input_refs == (fcb.InputRef("in", "b", "out"),), "c was skipped: it feeds nothing"
+    outputs = {name: record.outputs for name, record in state.nodes.items()}
+    assert fcb.resolve_inputs(graph, "d", state.nodes["d"].input_refs, outputs) == {"in": [42]}
+
+
+def test_resolved_inputs_keep_document_order_and_skip_ports_an_upstream_did_not_produce():
+    graph = parse_graph({
+        "schema_version": 1,
+        "nodes": [{"id": "a", "code": "", "outputs": ["x", "y"]}, {"id": "b", "code": "", "outputs": ["x"]},
+                  {"id": "j", "code": "", "inputs": [{"name": "all", "list": True}, "one"]}],
+        "edges": [{"source": "a", "source_port": "x", "target": "j", "target_port": "all"},
+                  {"source": "b", "source_port": "x", "target": "j", "target_port": "all"},
+                  {"source": "a", "source_port": "y", "target": "j", "target_port": "one"}],
+    })  # fmt: skip
+    state = run_node(graph, started(graph).fcb, "a", outputs={"x": 1}).fcb
+    state = run_node(graph, state, "b", outputs={"x": 2}).fcb
+    refs = state.nodes["j"].input_refs
+    outputs = {name: record.outputs for name, record in state.nodes.items()}
+    assert fcb.resolve_inputs(graph, "j", refs, outputs) == {"all": [1, 2]}, "a did not produce y"
 
 
 def test_next_nodes_naming_a_stranger_fails_the_node_without_retry():

@@ -13,7 +13,9 @@ from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema, Status
 
 from control_unit import run_actions
+from control_unit.fcb_store import graph_of
 from control_unit.models import NodeRun, Run
+from control_unit.node_inputs import node_rows
 from trace_monitor.previews import capped_node
 from web_ui.api.errors import ApiError, in_utc
 from web_ui.api.schemas import ErrorOut, RerunIn, RunDetailOut, RunOut, error_responses
@@ -54,8 +56,8 @@ def run_out(run: Run, detail: bool = False) -> dict[str, Any]:
         # Large inputs and outputs keep a preview here; whole ones are downloaded
         # from /api/runs/{id}/nodes/{node}/outputs/{port}.
         limit = settings.FLOWKIT_TRACE_PREVIEW_BYTES
-        nodes = run.node_runs.order_by("id").values(*NODE_FIELDS)
-        data["nodes"] = [capped_node(dict(node), limit) for node in nodes]
+        nodes = node_rows(run, graph_of(run), NODE_FIELDS)
+        data["nodes"] = [capped_node(node, limit) for node in nodes]
     return data
 
 

@@ -14,7 +14,9 @@ from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema
 
 from control_unit import run_stream
+from control_unit.fcb_store import graph_of
 from control_unit.models import NodeRun, Pipeline, Run
+from control_unit.node_inputs import node_rows
 from control_unit.run_figures import pipeline_figures
 from trace_monitor import resource_monitor
 from trace_monitor.kinds import ALL_KINDS
@@ -123,9 +125,10 @@ def node_detail(request: HttpRequest, run_id: UUID, node_id: str) -> dict[str, A
     """A node's state and results (large values capped) and all its attempts."""
     require_role(request.user, VIEWER)
     run = _run(run_id)
-    node = NodeRun.objects.filter(run=run, node_id=node_id).values(*NodeRun.VISIBLE_FIELDS, "worker").first()
-    if node is None:
+    found = node_rows(run, graph_of(run), (*NodeRun.VISIBLE_FIELDS, "worker"), node_id=node_id)
+    if not found:
         raise Http404
+    (node,) = found
     attempts = NodeExecution.objects.filter(run=run, node_id=node_id).order_by("attempt")
     return {
         "node": capped_node(node, settings.FLOWKIT_TRACE_PREVIEW_BYTES),
@@ -139,9 +142,9 @@ def node_value(request: HttpRequest, run_id: UUID, node_id: str, direction: str,
     require_role(request.user, VIEWER)
     if direction not in ("inputs", "outputs"):
         raise Http404
-    values = (
-        NodeRun.objects.filter(run=_run(run_id), node_id=node_id).values_list(direction, flat=True).first()
-    )
+    run = _run(run_id)
+    found = node_rows(run, graph_of(run), ("node_id", direction), node_id=node_id)
+    values = found[0][direction] if found else None
     if values is None or port not in values:
         raise ApiError(404, "no_value", f"node {node_id} has no {direction[:-1]} {port!r} in this run")
     response = HttpResponse(json.dumps(values[port], ensure_ascii=False), content_type="application/json")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from control_unit import fcb
 from control_unit.graph import Graph, parse_graph
-from tests.unit.test_fcb_simulation import Simulation, check_final_state, dag_documents
+from tests.unit.test_fcb_simulation import Simulation, a_node_to_rerun_from, dag_documents, simulated
 
 
 def full_decision(graph: Graph, nodes: Mapping[str, fcb.NodeRecord], node_id: str) -> str | None:
@@ -67,27 +67,16 @@ class CheckedSimulation(Simulation):
 @given(document=dag_documents(), data=st.data(), allow_cancel=st.booleans())
 def test_the_incremental_fcb_agrees_with_a_full_recomputation_after_every_event(document, data, allow_cancel):
     graph = parse_graph(document)
-    simulation = CheckedSimulation(graph, fcb.Fcb.new(graph, {"x": 1}))
-    simulation.apply(fcb.start(graph, simulation.fcb))
-    simulation.run(data, allow_cancel)
-    check_final_state(graph, simulation.fcb)
+    simulated(graph, fcb.Fcb.new(graph, {"x": 1}), data, allow_cancel, kind=CheckedSimulation)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=dag_documents(), data=st.data())
 def test_a_rerun_starts_from_counters_that_agree_with_its_records(document, data):
     graph = parse_graph(document)
-    first = Simulation(graph, fcb.Fcb.new(graph, {"x": 1}))
-    first.apply(fcb.start(graph, first.fcb))
-    first.run(data, allow_cancel=False)
-    eligible = [
-        n for n in graph.nodes if all(first.fcb.nodes[a].state == "succeeded" for a in graph.ancestors(n))
-    ]  # fmt: skip
-    initial = fcb.rerun_from(graph, first.fcb, data.draw(st.sampled_from(eligible)))
-    second = CheckedSimulation(graph, initial)
-    second.apply(fcb.start(graph, initial))
-    second.run(data, allow_cancel=False)
-    check_final_state(graph, second.fcb)
+    first = simulated(graph, fcb.Fcb.new(graph, {"x": 1}), data, allow_cancel=False)
+    initial = fcb.rerun_from(graph, first.fcb, a_node_to_rerun_from(graph, first.fcb, data))
+    simulated(graph, initial, data, allow_cancel=False, kind=CheckedSimulation)
 
 
 class CountedNodes(fcb.Nodes):

@@ -148,27 +148,38 @@ def check_final_state(graph: Graph, state: fcb.Fcb) -> None:
             assert record.state in ("succeeded", "failed"), (node_id, record)
 
 
+def simulated(graph: Graph, initial: fcb.Fcb, data, allow_cancel: bool, kind=Simulation) -> Simulation:
+    """A run from ``initial`` to its end, played by a ``kind`` of simulation, checked."""
+    simulation = kind(graph, initial)
+    simulation.apply(fcb.start(graph, initial))
+    simulation.run(data, allow_cancel)
+    check_final_state(graph, simulation.fcb)
+    return simulation
+
+
+def a_node_to_rerun_from(graph: Graph, first: fcb.Fcb, data) -> str:
+    """A node whose every ancestor succeeded in ``first``."""
+    eligible = [
+        node_id
+        for node_id in graph.nodes
+        if all(first.nodes[ancestor].state == "succeeded" for ancestor in graph.ancestors(node_id))
+    ]
+    return data.draw(st.sampled_from(eligible))
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=dag_documents(), data=st.data(), allow_cancel=st.booleans())
 def test_every_run_terminates_with_each_node_in_one_correct_terminal_state(document, data, allow_cancel):
     graph = parse_graph(document)
-    simulation = Simulation(graph, fcb.Fcb.new(graph, {"x": 1}))
-    simulation.apply(fcb.start(graph, simulation.fcb))
-    simulation.run(data, allow_cancel)
-    check_final_state(graph, simulation.fcb)
+    simulated(graph, fcb.Fcb.new(graph, {"x": 1}), data, allow_cancel)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=dag_documents(), data=st.data())
 def test_rerun_from_a_node_runs_only_it_and_its_downstream(document, data):
     graph = parse_graph(document)
-    first = Simulation(graph, fcb.Fcb.new(graph, {"x": 1}))
-    first.apply(fcb.start(graph, first.fcb))
-    first.run(data, allow_cancel=False)
-    eligible = [
-        n for n in graph.nodes if all(first.fcb.nodes[a].state == "succeeded" for a in graph.ancestors(n))
-    ]  # fmt: skip
-    chosen = data.draw(st.sampled_from(eligible))
+    first = simulated(graph, fcb.Fcb.new(graph, {"x": 1}), data, allow_cancel=False)
+    chosen = a_node_to_rerun_from(graph, first.fcb, data)
     again = graph.descendants(chosen) | {chosen}
     initial = fcb.rerun_from(graph, first.fcb, chosen)
     for node_id, record in initial.nodes.items():
@@ -177,9 +188,6 @@ def test_rerun_from_a_node_runs_only_it_and_its_downstream(document, data):
         elif first.fcb.nodes[node_id].state == "succeeded":
             assert record.reused
             assert record.outputs == first.fcb.nodes[node_id].outputs
-    second = Simulation(graph, initial)
-    second.apply(fcb.start(graph, initial))
-    second.run(data, allow_cancel=False)
-    check_final_state(graph, second.fcb)
+    second = simulated(graph, initial, data, allow_cancel=False)
     assert second.fcb.nodes[chosen].attempt >= 1
     assert not {node for node, _ in second.dispatched} & graph.ancestors(chosen)

@@ -592,6 +592,16 @@ def _lean_engine_targets() -> tuple[list[Row], list[str]]:
             f"Per node of the warm chain, p50: {parts}. The engine overhead is the first three; a node of "
             "the chain costs all four, and the chain's wall is about 40 times their sum."
         )
+    fan_out = _results.get(FAN_OUT_WARM) or {}
+    used = fan_out.get("cpu")
+    if used is not None and fan_out.get("wall_s"):
+        per_node_ms = used.busy_s / fan_out["nodes"] * 1000
+        parts = ", ".join(f"{name} {cpu_s / fan_out['nodes'] * 1000:.1f} ms" for name, cpu_s in used.top())
+        bounds.append(
+            f"The warm fan-out used {used.busy_s:.2f} CPU-seconds of the machine's {used.cpus} CPUs: "
+            f"{per_node_ms:.1f} ms of CPU per node ({parts}). At that cost {used.cpus} CPUs run at most "
+            f"{used.cpus * 1000 / per_node_ms:.0f} nodes a second, whatever the concurrency."
+        )
     if events:
         bounds.append(
             f"One FCB event pair (claim + outcome) with no worker: {p_ms(events['small'], 50):.1f} ms p50 in "

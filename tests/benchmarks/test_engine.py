@@ -29,7 +29,7 @@ from control_unit.pipeline_actions import do_create_pipeline, do_delete_pipeline
 from control_unit.run_actions import do_start_run
 from node_runner.ready_npu import NpuUnavailable
 from node_runner.resource_sampler import npu_sample
-from tests.benchmarks import fcb_events, figures, npu_figures
+from tests.benchmarks import cpu_use, fcb_events, figures, npu_figures
 from tests.benchmarks.engine_runs import (
     CONTAINER,
     FIBO_NODE,
@@ -313,7 +313,9 @@ def test_fan_out_of_trivial_nodes_on_dedicated_npus_cold_then_warm(warm_worker: 
     warm_worker.wait_until_pool_is_warm()
     version = saved_pipeline("dedicated fan-out", fan_out_document(DEDICATED_FAN_OUT_WIDTH, TRIVIAL_NODE))
     cold = run_version_to_completion(version)
-    warm = run_version_to_completion(version)
+    with cpu_use.measured() as used:
+        warm = run_version_to_completion(version)
+    figures.record(figures.FAN_OUT_WARM, cpu=used, nodes=DEDICATED_FAN_OUT_WIDTH + 1)
     for name, finished in ((figures.FAN_OUT_COLD, cold), (figures.FAN_OUT_WARM, warm)):
         assert finished.workers == {warm_worker.name}, f"nodes ran elsewhere: {finished.workers}"
         source = next((t for t in finished.timelines if t.node_id == "source"), None)

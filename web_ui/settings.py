@@ -132,8 +132,9 @@ CHANNEL_LAYERS = {
 
 # Celery: JSON only (never pickle: task arguments must not be able to become code),
 # acknowledged after the task finishes so a worker crash redelivers it. Acknowledging
-# early or reserving more tasks per process made no difference to the hand-off in the
-# benchmark (docs/PERFORMANCE.md, "Hand-off"); the knobs stay for it and for operators.
+# early or reserving more tasks per process changed the hand-off by no more than two
+# runs of one setting differ (docs/PERFORMANCE.md, "Hand-off"); the knobs stay for the
+# benchmark and for operators.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

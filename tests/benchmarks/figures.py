@@ -337,11 +337,12 @@ def _hand_off(sizes: Sizes) -> Section | None:
         "`FLOWKIT_CELERY_PREFETCH_MULTIPLIER`): acknowledged when the task ends or when it starts, and how "
         "many tasks each process reserves ahead. The hop is queued -> claimed (the FCB's dispatch to the "
         "worker's claim: commit, broker, the worker's main process, its pool process, the claim's lock). "
-        f"The baseline is the first row, the installation's default. Kept: {baseline_name}. The database "
-        "claim is the lease either way (a redelivered task finds its attempt taken); acknowledging late "
-        "also keeps a task a worker took but never started in the queue, so with no measured gain from "
-        "the others it stays. The pool type stays prefork: each pool process holds one attempt, and its "
-        "NPU work runs in the NPU host and the NPU, not in the pool process.",
+        f"The baseline is the first row, the installation's default. Kept: {baseline_name}: the others' "
+        "hop differs from it by about as much as two runs of one setting differ (see the notes below), and "
+        "acknowledging late keeps a task a worker took but never started in the queue. The database claim "
+        "is the lease either way (a redelivered task finds its attempt taken). The pool type stays "
+        "prefork: each pool process holds one attempt, and its NPU work runs in the NPU host and the NPU, "
+        "not in the pool process.",
     ]
     columns = ("setting", "runs", "wall s (median)", "hop p50 ms", "hop p99 ms", "engine overhead p50 ms",
                "hop p50 / default")  # fmt: skip

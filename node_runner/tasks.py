@@ -20,7 +20,7 @@ from control_unit.run_actions import ClaimedNode, do_claim_node, do_record_node_
 from control_unit.run_states import run_states
 from control_unit.transitions import InvalidTransition
 from node_runner import heartbeat  # noqa: F401 - connects the worker's heartbeat to Celery's signals
-from node_runner.attempt_stamps import stamps
+from node_runner.attempt_stamps import AttemptClock, stamps
 from node_runner.npu_execution import NpuOutcome, NpuSource, RunControl, execute_in_npu
 from node_runner.ready_npu import NpuUnavailable
 from node_runner.wire import NpuJob
@@ -200,21 +200,38 @@ def run_node(self: Any, run_id: str, node_id: str, attempt: int) -> None:
     if claimed is None:
         log.info("run %s node %s attempt %s: nothing to do", run_id, node_id, attempt)
         return
-    with stamps.holding(run_id, node_id, attempt):
-        run_claimed(claimed, worker)
+    with stamps.holding(run_id, node_id, attempt) as clock:
+        run_claimed(claimed, worker, clock)
 
 
-def run_claimed(claimed: ClaimedNode, worker: str) -> None:
+def run_claimed(claimed: ClaimedNode, worker: str, clock: AttemptClock | None = None) -> None:
     """Run a claimed attempt and record its outcome. The attempt is this worker's now:
     whatever fails here ends it with an outcome, never leaves it running (and should
-    this process die or hang, its stamps stop and the watchdog fails it)."""
+    this process die, or this task get stuck past ``clock``'s deadline, its stamps stop
+    and the watchdog fails it)."""
     run_id, node_id, attempt = claimed.run_id, claimed.node_id, claimed.attempt
     where = f"run {run_id} node {node_id} attempt {attempt}"
+    clock = clock or AttemptClock()
+    try:
+        timeout_s = NodeLimits.from_overrides(claimed.limits).timeout_s
+    except LimitError:
+        timeout_s = settings.FLOWKIT_NPU_TIMEOUT_S  # the execution refuses them with a clear error
     trace = NodeTrace(
-        run_id=run_id, pipeline_id=claimed.pipeline_id, node_id=node_id, attempt=attempt, worker=worker
+        run_id=run_id,
+        pipeline_id=claimed.pipeline_id,
+        node_id=node_id,
+        attempt=attempt,
+        worker=worker,
+        on_started=lambda: clock.due_in(timeout_s + settings.FLOWKIT_ATTEMPT_GRACE_S),
     )
     try:
-        with run_control(run_id) as control:
+        with run_control(run_id) as wanted:
+
+            def control() -> str:
+                state = wanted()
+                clock.paused(state == "pause")
+                return state
+
             result = execute_node(
                 node_id=node_id,
                 label=claimed.label,
@@ -238,6 +255,8 @@ def run_claimed(claimed: ClaimedNode, worker: str) -> None:
             )
     except Exception as exc:  # noqa: BLE001 - runner_failure logs it, without its text
         result = runner_failure(exc, "run the node", where)
+    clock.paused(False)
+    clock.due_in(settings.FLOWKIT_ATTEMPT_GRACE_S)  # to store the trace's end and the outcome
     database_away = False
     try:
         trace.finish(result)

@@ -37,8 +37,18 @@ RETRY_FLUSH_S = 1.0
 class NodeTrace:
     """Implements the runner's NpuObserver for one attempt of one node of a run."""
 
-    def __init__(self, *, run_id: str, pipeline_id: Any, node_id: str, attempt: int, worker: str) -> None:
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        pipeline_id: Any,
+        node_id: str,
+        attempt: int,
+        worker: str,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
         self.run_id = run_id
+        self._on_started = on_started  # told when the execution starts
         self.pipeline_id = pipeline_id
         self.node_id = node_id
         self.attempt = attempt
@@ -62,6 +72,8 @@ class NodeTrace:
     # -- NpuObserver ------------------------------------------------------------------
 
     def started(self, container_id: str, image: str, runtime: str) -> None:
+        if self._on_started is not None:
+            self._on_started()
         self._started_at = timezone.now()
         self._container_id = container_id
         self._add(

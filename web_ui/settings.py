@@ -221,6 +221,11 @@ FLOWKIT_ATTEMPT_STAMP_S = env_float("FLOWKIT_ATTEMPT_STAMP_S", 10.0, minimum=0.1
 FLOWKIT_ATTEMPT_SILENT_AFTER_S = env_float(
     "FLOWKIT_ATTEMPT_SILENT_AFTER_S", 60.0, minimum=1.0, maximum=24 * 3600
 )
+# A runner whose attempt's execution started has the node's timeout plus this (paused
+# time not counted), then this again to store its outcome; one stuck past that stops
+# stamping, and the watchdog fails the attempt as above. Longer than the database
+# retries of the trace and the outcome (about a minute).
+FLOWKIT_ATTEMPT_GRACE_S = env_float("FLOWKIT_ATTEMPT_GRACE_S", 300.0, minimum=1.0, maximum=24 * 3600)
 if FLOWKIT_ATTEMPT_SILENT_AFTER_S < 3 * FLOWKIT_ATTEMPT_STAMP_S:
     # A live runner whose stamp was delayed once (a slow database) must not be taken for a dead one.
     raise ImproperlyConfigured(

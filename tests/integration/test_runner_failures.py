@@ -2,20 +2,24 @@
 with RunnerError, at once (the runner's own task, node_runner.tasks.run_node, executed
 here with the real database and Docker engine, one of its steps made to fail; the
 outcome names the exception's type, never its text, which may hold a value of the
-node's); and an attempt whose runner stopped stamping it is failed by the watchdog."""
+node's); and an attempt whose runner stopped stamping it (its process died, or its
+task is stuck past the node's timeout plus a grace) is failed by the watchdog."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
-from django.db import DataError
+from django.db import DataError, connection
 from django.utils import timezone
 
 from control_unit.models import NodeRun
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_claim_node, do_fail_silent_attempts, do_start_run
 from node_runner import tasks
+from node_runner.attempt_stamps import AttemptClock, stamps
 from tests.integration.conftest import node_code, nodes_of
 from trace_monitor.models import NodeExecution
 from trace_monitor.node_trace import NodeTrace
@@ -101,3 +105,58 @@ def test_the_watchdog_fails_an_attempt_whose_runner_went_silent_and_spares_a_liv
     assert (execution.outcome, execution.error_type) == ("failed", "RunnerLost")
     assert nodes_of(live)["n"].state == "running"
     assert do_fail_silent_attempts(60) == []
+
+
+def test_a_runner_stuck_past_its_deadline_stops_stamping_and_the_watchdog_fails_its_attempt(
+    no_broker, docker_engine, monkeypatch, settings
+):
+    run = started_run(no_broker)
+    settings.FLOWKIT_ATTEMPT_GRACE_S = 0.5  # after the node ran, half a second to store its outcome
+    stuck, release = threading.Event(), threading.Event()
+    record = tasks.do_record_node_outcome
+
+    def stuck_recording(*arguments):
+        stuck.set()
+        release.wait(60)
+        return record(*arguments)
+
+    monkeypatch.setattr(tasks, "do_record_node_outcome", stuck_recording)
+
+    def run_the_node() -> None:
+        try:
+            tasks.run_node.run(str(run.id), "n", 1)
+        finally:
+            connection.close()
+
+    runner = threading.Thread(target=run_the_node)
+    runner.start()
+    try:
+        assert stuck.wait(60), "the node never got to its outcome"
+        assert stamps.stamp() == 1, "within its grace the attempt is stamped"
+        time.sleep(1)
+        assert stamps.stamp() == 0, "past it, no longer"
+        NodeRun.objects.filter(run=run).update(alive_at=timezone.now() - timedelta(seconds=120))
+        assert do_fail_silent_attempts(60) == [(str(run.id), "n", 1)]
+    finally:
+        release.set()
+        runner.join(60)
+    run.refresh_from_db()
+    assert run.state == "failed"
+    assert nodes_of(run)["n"].error["error_type"] == "RunnerLost", "the late outcome is ignored"
+
+
+def test_an_attempts_clock_does_not_count_paused_time(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr("node_runner.attempt_stamps.time.monotonic", lambda: now[0])
+    clock = AttemptClock()
+    assert not clock.overdue(), "no deadline before the execution starts"
+    clock.due_in(10)
+    now[0] += 5
+    clock.paused(True)
+    now[0] += 100
+    assert not clock.overdue(), "a paused attempt is never overdue"
+    clock.paused(False)
+    now[0] += 4
+    assert not clock.overdue(), "9 s of its 10 s counted"
+    now[0] += 2
+    assert clock.overdue()

@@ -76,9 +76,20 @@ class ChunkReader:
             del self._buffer[:end]
 
 
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN and ±Infinity, which JSON has not and PostgreSQL's jsonb
+    # refuses; the NPU's runtime never writes them (allow_nan=False), so a frame that
+    # holds one was forged.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json(data: bytes) -> Any:
+    return json.loads(data, parse_constant=_no_constant)
+
+
 def parse_server_event(payload: bytes) -> dict[str, Any]:
     try:
-        event = json.loads(payload)
+        event = _json(payload)
     except (ValueError, RecursionError):
         raise ProtocolViolation(
             f"the NPU's server sent an event that is not JSON: {payload[:80]!r}"
@@ -169,7 +180,7 @@ class FrameReader:
 
 def parse_frame(line: bytes) -> dict[str, Any]:
     try:
-        event = json.loads(line)
+        event = _json(line)
     except (ValueError, RecursionError):
         raise ProtocolViolation(f"the NPU sent a frame that is not JSON: {line[:80]!r}") from None
     if not isinstance(event, dict) or event.get("type") not in EVENT_TYPES:

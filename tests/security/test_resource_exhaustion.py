@@ -170,6 +170,26 @@ def test_a_flood_of_forged_log_frames_is_cut_off_at_the_total_byte_cap(sandbox):
     assert worker_rss(sandbox) < WORKER_RSS_BUDGET_MB
 
 
+FORGED_NAN_RESULT = forged(
+    """
+send(b'{"type": "result", "next_nodes": [], "outputs": {"value": NaN}, "status_message": "forged"}\\n')
+import time
+time.sleep(1)
+value = 'never'
+"""
+)
+
+
+def test_a_forged_result_holding_nan_ends_the_attempt_as_a_protocol_violation(sandbox):
+    # Python's json reads NaN, which PostgreSQL refuses: accepted, it once left the
+    # node "running" for good. The runtime never writes NaN, so the frame is forged.
+    forged_nan = sandbox.attack(FORGED_NAN_RESULT)
+    assert forged_nan.state == "failed"
+    assert forged_nan.error["error_type"] == "ProtocolViolation"
+    assert "not JSON" in forged_nan.error["message"]
+    assert forged_nan.container_id, "the NPU it ran in is still named"
+
+
 DEEP_OUTPUT = node_code("value = []\nfor _ in range(100000):\n    value = [value]")
 
 

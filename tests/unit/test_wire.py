@@ -146,9 +146,13 @@ def test_the_frame_reader_accepts_a_frame_of_exactly_the_cap():
 
 @pytest.mark.parametrize(
     "line",
-    [b"not json", b'{"type": "log"', b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000],
-    ids=["text", "truncated", "binary", "deeply-nested"],
-)
+    [
+        b"not json", b'{"type": "log"', b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000,
+        b'{"type": "result", "outputs": {"x": NaN}}', b'{"type": "result", "outputs": {"x": Infinity}}',
+        b'{"type": "log", "message": "m", "ts": -Infinity}',
+    ],
+    ids=["text", "truncated", "binary", "deeply-nested", "nan", "infinity", "minus-infinity"],
+)  # fmt: skip
 def test_a_frame_that_is_not_json_is_a_protocol_violation(line):
     with pytest.raises(ProtocolViolation, match="not JSON"):
         parse_frame(line)

@@ -39,7 +39,7 @@ class Claim:
 
 def claim(run_id: Any, node_id: str, attempt: int, worker: str) -> Claim | None:
     """Take the attempt for ``worker``; None when the task has nothing to do."""
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(_RUN, [run_id])
         found = cursor.fetchone()
         if found is None:

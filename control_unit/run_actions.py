@@ -97,12 +97,16 @@ def do_start_run(
 def do_claim_node(run_id: Any, node_id: str, attempt: int, worker: str) -> ClaimedNode | None:
     """Let a worker take (node, attempt); None when the task has nothing to do
     (already taken, finished, cancelled, or held while the run is paused)."""
-    claimed = claims.claim(run_id, node_id, attempt, worker)
-    if claimed is None:
-        return None
-    graph = graph_of_version(claimed.version_id)
+    # What the worker needs is read in the claim's transaction: once it commits the
+    # attempt is the worker's, and a database gone between the two would leave it
+    # claimed by a task that cannot run it.
+    with transaction.atomic():
+        claimed = claims.claim(run_id, node_id, attempt, worker)
+        if claimed is None:
+            return None
+        graph = graph_of_version(claimed.version_id)
+        inputs = inputs_of(run_id, graph, node_id, claimed.inputs, claimed.input_refs)
     spec = graph.nodes[node_id]
-    inputs = inputs_of(run_id, graph, node_id, claimed.inputs, claimed.input_refs)
     return ClaimedNode(
         run_id=str(run_id),
         pipeline_id=claimed.pipeline_id,

@@ -12,9 +12,10 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.db import DataError, connection
+from django.db import DataError, OperationalError, connection
 from django.utils import timezone
 
+from control_unit import run_actions
 from control_unit.models import NodeRun
 from control_unit.pipeline_actions import do_create_pipeline
 from control_unit.run_actions import do_claim_node, do_fail_silent_attempts, do_start_run
@@ -160,3 +161,21 @@ def test_an_attempts_clock_does_not_count_paused_time(monkeypatch):
     assert not clock.overdue(), "9 s of its 10 s counted"
     now[0] += 2
     assert clock.overdue()
+
+
+def test_a_database_lost_while_a_claim_reads_its_node_leaves_the_attempt_unclaimed(no_broker, monkeypatch):
+    # Everything the runner needs is read in the claim's transaction: a claim that fails
+    # half-way leaves the attempt queued (and re-sent later), never claimed by a task
+    # that cannot run it.
+    run = started_run(no_broker)
+
+    def gone(*arguments):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(run_actions, "inputs_of", gone)
+    with pytest.raises(OperationalError):
+        do_claim_node(run.id, "n", 1, worker="w@host")
+    node = nodes_of(run)["n"]
+    assert (node.state, node.worker) == ("queued", "")
+    monkeypatch.undo()
+    assert do_claim_node(run.id, "n", 1, worker="w@host") is not None

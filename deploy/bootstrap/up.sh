@@ -3,6 +3,7 @@
 # the admin credentials. Safe to run again: it restarts the web process and worker.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/supervisor.sh"
 
 PORT=${FLOWKIT_PORT:-8000}
 BIND=${FLOWKIT_BIND:-127.0.0.1}
@@ -33,26 +34,6 @@ ensure_env_file() {
   fi
 }
 
-stop_process() { # $1: name
-  local pid_file=$RUN_DIR/$1.pid pid
-  [ -f "$pid_file" ] || return 0
-  pid=$(cat "$pid_file")
-  if kill -0 "$pid" 2>/dev/null; then
-    say "stopping $1 (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pid_file"
-}
-
-start_process() { # $1: name, rest: command
-  local name=$1; shift
-  say "starting $name (log: $LOG_DIR/$name.log)"
-  nohup setsid "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
-  echo $! >"$RUN_DIR/$name.pid"
-}
-
 ensure_env_file
 ensure_python_env ""
 ensure_postgres
@@ -70,18 +51,22 @@ say "migrating the database"
 "$VENV/bin/python" "$REPO/manage.py" migrate --noinput -v0
 "$VENV/bin/python" "$REPO/manage.py" collectstatic --noinput -v0
 
-stop_process web
-stop_process worker
 # The worker removes what its previous life left (NPUs, its pool's waiting ones) as it
 # starts; other workers' NPUs on this engine (tests, other installations) are not ours.
+stop_supervisor
 
 cd "$REPO"
+# What deploy/supervisor/{web,worker}.conf read from the supervisor's environment.
 # The base queue and one queue per subset of FLOWKIT_WORKER_CAPABILITIES
 # (control_unit/routing.py), read from the same settings as the server.
-WORKER_QUEUES=$("$VENV/bin/flowkit" workers queues)
-start_process worker "$VENV/bin/celery" -A node_runner worker --queues "$WORKER_QUEUES" \
-  --autoscale "$WORKER_CONCURRENCY_MAX,$WORKER_CONCURRENCY_MIN" --hostname "worker@%h" --loglevel INFO
-start_process web "$VENV/bin/daphne" -b "$BIND" -p "$PORT" web_ui.asgi:application
+FLOWKIT_WORKER_QUEUES=$("$VENV/bin/flowkit" workers queues)
+FLOWKIT_WORKER_AUTOSCALE=$WORKER_CONCURRENCY_MAX,$WORKER_CONCURRENCY_MIN
+FLOWKIT_WORKER_NAME=worker@$(hostname)
+FLOWKIT_BIND=$BIND FLOWKIT_PORT=$PORT
+FLOWKIT_SUPERVISED="web.conf worker.conf"
+export FLOWKIT_WORKER_QUEUES FLOWKIT_WORKER_AUTOSCALE FLOWKIT_WORKER_NAME FLOWKIT_BIND FLOWKIT_PORT FLOWKIT_SUPERVISED
+say "starting the web process and the worker under the supervisor (logs: $LOG_DIR/web.log, $LOG_DIR/worker.log)"
+start_supervisor
 
 URL="http://$BIND:$PORT/"
 say "waiting for $URL healthz"

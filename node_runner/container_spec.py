@@ -7,6 +7,9 @@ inside a node that the kernel really applied them.
 
 from __future__ import annotations
 
+import functools
+import json
+from pathlib import Path
 from typing import Any, Protocol
 
 from docker.types import LogConfig, Ulimit
@@ -27,6 +30,18 @@ MAX_OPEN_FILES = 256
 # and thread for each of the node's own processes and threads. Without this
 # allowance a node that forks six children brings its NPU down (exit code 2),
 # found by the attack suite; with it a fork bomb is still bounded on the host.
+# /dev/shm (the container's own tmpfs, nosuid,nodev,noexec): multiprocessing keeps its
+# semaphores there (a page each) and shared_memory its blocks. It is a second writable
+# place beside /tmp, so it gets a small fixed size of its own rather than Docker's 64 MiB;
+# larger data goes through /tmp. A read-only /dev/shm would break multiprocessing
+# (sem_open fails), so it stays writable, and the fork server empties it.
+SHM_BYTES = 16 * 1024 * 1024
+# Docker's default profile (moby v20.10.24, the engine here) less ptrace,
+# process_vm_readv/writev, pidfd_getfd, kcmp and io_uring: the outer layer, applied by
+# runc to every process of the NPU, the fork server included. Each execution stacks
+# its own filter on top (npu_image/flowkit/_seccomp.py). runsc ignores the profile
+# (docs/SECURITY.md): there the in-process filter is the layer.
+SECCOMP_PROFILE = Path(__file__).with_name("seccomp") / "npu.json"
 RUNSC_PIDS_BASE = 96
 RUNSC_PIDS_PER_NODE_PID = 2
 
@@ -45,6 +60,12 @@ class ContainerLimits(Protocol):
     def tmpfs_mb(self) -> int: ...
     @property
     def network(self) -> bool: ...
+
+
+@functools.cache
+def seccomp_profile() -> str:
+    """The NPU seccomp profile as the engine takes it in ``security_opt`` (JSON text)."""
+    return json.dumps(json.loads(SECCOMP_PROFILE.read_text()), separators=(",", ":"))
 
 
 def host_pids_limit(pids: int, runtime: str) -> int:
@@ -75,8 +96,7 @@ def npu_container_options(
         "environment": {},
         "user": f"{NPU_UID}:{NPU_UID}",
         "cap_drop": ["ALL"],
-        # Docker's default seccomp profile applies because we never override it.
-        "security_opt": ["no-new-privileges:true"],
+        "security_opt": ["no-new-privileges:true", f"seccomp={seccomp_profile()}"],
         "privileged": False,
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_mb}m,mode=1777"},  # noqa: S108 - inside the NPU
@@ -92,6 +112,7 @@ def npu_container_options(
             Ulimit(name="core", soft=0, hard=0),
         ],
         "ipc_mode": "private",
+        "shm_size": SHM_BYTES,
         "hostname": "npu",
         # Frames may carry node outputs (and so secrets); never write them to a host log.
         "log_config": LogConfig(type=LogConfig.types.NONE),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -46,11 +47,44 @@ def test_the_container_is_not_privileged_and_cannot_gain_privileges():
     assert "no-new-privileges:true" in options["security_opt"]
 
 
-def test_the_default_seccomp_profile_is_never_overridden():
-    security_opt = options_for()["security_opt"]
+def npu_profile() -> dict:
+    profiles = [opt for opt in options_for()["security_opt"] if opt.startswith("seccomp=")]
+    assert len(profiles) == 1
+    return json.loads(profiles[0].removeprefix("seccomp="))
 
-    assert not any(opt.startswith("seccomp") for opt in security_opt)
-    assert not any("unconfined" in opt for opt in security_opt)
+
+def test_the_npu_seccomp_profile_denies_by_default():
+    profile = npu_profile()
+
+    assert profile["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert not any("unconfined" in opt for opt in options_for()["security_opt"])
+
+
+def test_the_npu_seccomp_profile_allows_no_process_inspection_and_no_io_uring():
+    allowed = {name for rule in npu_profile()["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW"
+               for name in rule["names"]}  # fmt: skip
+
+    for name in ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp",
+                 "io_uring_setup", "io_uring_enter", "io_uring_register"):  # fmt: skip
+        assert name not in allowed, name
+
+
+def test_the_npu_seccomp_profile_keeps_what_the_fork_server_and_multiprocessing_use():
+    rules = npu_profile()["syscalls"]
+    plain = [rule for rule in rules if not rule.get("args") and not rule.get("includes")]
+    unconditional = {name for rule in plain if rule["action"] == "SCMP_ACT_ALLOW" for name in rule["names"]}
+
+    for name in ("fork", "vfork", "execve", "wait4", "waitid", "futex", "socketpair", "splice", "prctl",
+                 "seccomp", "pidfd_open", "pidfd_send_signal", "memfd_create", "mmap", "openat",
+                 "setsid", "kill", "rt_sigaction", "clone"):  # fmt: skip
+        assert name in unconditional or name == "clone", name
+    # clone is allowed without namespace flags only (Docker's rule, kept).
+    clones = [rule for rule in npu_profile()["syscalls"] if rule["names"] == ["clone"]]
+    assert any(rule["action"] == "SCMP_ACT_ALLOW" and rule["args"] for rule in clones)
+
+
+def test_dev_shm_has_a_small_size_of_its_own():
+    assert options_for()["shm_size"] == 16 * 1024 * 1024
 
 
 def test_the_runtime_is_the_one_asked_for():

@@ -26,6 +26,7 @@ from control_unit.limits import NodeLimits
 from control_unit.storable import clean, clean_text, unstorable_path
 from node_runner.container_spec import npu_container_options
 from node_runner.docker_engine import engine
+from node_runner.egress_policy import require_egress_policy
 from node_runner.npu_connection import NpuConnection, NpuGone
 from node_runner.ready_npu import ReadyNpu, remove_npu, start_npu
 from node_runner.wire import TERMINAL_TYPES, FrameReader, NpuJob, ProtocolViolation, frame_limits
@@ -127,6 +128,7 @@ def execute_in_npu(
     for the node's next execution), or a single-use container removed afterwards (the
     default: one started for this execution)."""
     if limits.network:
+        require_egress_policy(engine())
         ensure_npu_network(engine())
     lease = (npus or SingleUseNpus()).lease(limits, labels)
     healthy = False

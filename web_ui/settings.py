@@ -166,6 +166,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 FLOWKIT_NPU_IMAGE = env_str("FLOWKIT_NPU_IMAGE", "flowkit/npu:latest")
 FLOWKIT_NPU_RUNTIME = env_choice("FLOWKIT_NPU_RUNTIME", "runc", ("runc", "runsc"))
 FLOWKIT_NPU_NETWORK = env_str("FLOWKIT_NPU_NETWORK", "flowkit-npu")
+# false: the deployment enforces NPU egress itself; the worker then does not check the host's policy.
+FLOWKIT_NPU_EGRESS_CHECK = env_bool("FLOWKIT_NPU_EGRESS_CHECK", True)
 FLOWKIT_NPU_TIMEOUT_S = env_float("FLOWKIT_NPU_TIMEOUT_S", 60.0, minimum=0.1, maximum=24 * 3600)
 FLOWKIT_NPU_MEMORY_MB = env_int("FLOWKIT_NPU_MEMORY_MB", 256, minimum=16, maximum=64 * 1024)
 FLOWKIT_NPU_CPUS = env_float("FLOWKIT_NPU_CPUS", 1.0, minimum=0.01, maximum=64)

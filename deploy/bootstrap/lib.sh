@@ -134,9 +134,12 @@ ensure_gvisor() {
   # 10704) and refuse to start. There its own network stack cannot be used: the
   # sandbox then passes socket calls to the kernel, still inside the NPU's own
   # network namespace (so the egress policy and network "none" still apply).
-  args='[]'
+  # --oci-seccomp: runsc applies the container's seccomp profile (the NPU's own,
+  # node_runner/seccomp/npu.json) inside the sandbox only when told to; without it
+  # ptrace works at the fork server's level under gVisor (docs/SECURITY.md).
+  args='["--oci-seccomp"]'
   if unshare -n test -e /proc/sys/net/core/rmem_default 2>/dev/null; then
-    args='["--network=host"]'
+    args='["--network=host", "--oci-seccomp"]'
   fi
   as_root mkdir -p /etc/docker
   changed=$(as_root python3 - "$runsc_path" "$args" <<'PY'
@@ -221,6 +224,30 @@ ensure_npu_egress_policy() {
       as_root iptables -I DOCKER-USER -i "$iface" -j FLOWKIT-NPU-EGRESS
     as_root iptables -C INPUT -i "$iface" -j FLOWKIT-NPU-INPUT 2>/dev/null ||
       as_root iptables -I INPUT -i "$iface" -j FLOWKIT-NPU-INPUT
+  done
+  ensure_npu_egress_policy_ipv6 "$bridge" "$fixed_bridge"
+}
+
+# The NPU network has no IPv6 (Docker creates it without; the worker checks so,
+# node_runner/egress_policy.py). Should it ever get IPv6 (a daemon-wide "ipv6", or a
+# network edited by hand), nothing over IPv6 leaves the bridge: to the host (INPUT)
+# and forwarded (FORWARD), everything is rejected. Stricter than IPv4, on purpose: an
+# IPv6 allow-list of the public internet would have to keep up with ULA, link-local,
+# mapped and NAT64 ranges, for nodes that have no IPv6 to use.
+ensure_npu_egress_policy_ipv6() {
+  local iface chain
+  [ -e /proc/net/if_inet6 ] || return 0 # no IPv6 in this kernel: nothing to reject
+  command -v ip6tables >/dev/null || apt_install iptables
+  for chain in FLOWKIT-NPU-EGRESS FLOWKIT-NPU-INPUT; do
+    as_root ip6tables -N "$chain" 2>/dev/null || true
+    as_root ip6tables -F "$chain"
+    as_root ip6tables -A "$chain" -j REJECT --reject-with icmp6-adm-prohibited
+  done
+  for iface in $(printf '%s\n' "$@" | sort -u); do
+    as_root ip6tables -C FORWARD -i "$iface" -j FLOWKIT-NPU-EGRESS 2>/dev/null ||
+      as_root ip6tables -I FORWARD -i "$iface" -j FLOWKIT-NPU-EGRESS
+    as_root ip6tables -C INPUT -i "$iface" -j FLOWKIT-NPU-INPUT 2>/dev/null ||
+      as_root ip6tables -I INPUT -i "$iface" -j FLOWKIT-NPU-INPUT
   done
 }
 

@@ -6,9 +6,14 @@ connection got through."""
 from __future__ import annotations
 
 import errno
+import socket
+import subprocess
+from pathlib import Path
 
+import docker
 import pytest
 
+from node_runner.egress_policy import check_egress_policy, npu_bridge
 from tests.security.conftest import egress_policy_installed, host_addresses, node_code, runtime
 
 CONNECT = node_code(
@@ -132,3 +137,80 @@ def test_node_with_network_still_reaches_the_public_internet_by_name(sandbox, po
     assert addresses
     tried = sandbox.run_node(CONNECT, {"targets": [(addresses[0], 443)]}, network=True)
     assert tried.outputs["value"] == {f"{addresses[0]}:443": "connected"}
+
+
+CONNECT_IPV6 = node_code(
+    """
+import socket
+value = {'addresses': [], 'reached': {}}
+with open('/proc/net/if_inet6') as listed:
+    value['addresses'] = [(line.split()[5], line.split()[0]) for line in listed if line.strip()]
+interface = socket.if_nametoindex('eth0')
+for host, port in node.get_inputs()['targets']:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.settimeout(3)
+    try:
+        sock.connect((host, port, 0, interface if host.startswith('fe80') else 0))
+        value['reached'][f'[{host}]:{port}'] = 'connected'
+    except socket.timeout:
+        value['reached'][f'[{host}]:{port}'] = 'timeout'
+    except OSError as exc:
+        value['reached'][f'[{host}]:{port}'] = exc.errno
+    finally:
+        sock.close()
+"""
+)
+# What a connection over IPv6 may meet: no address or route at all, or the policy's reject.
+IPV6_REFUSALS = {errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EHOSTUNREACH, errno.EACCES}
+
+
+def eui64_link_local(mac: str) -> str:
+    """The link-local address an interface with hardware address ``mac`` takes."""
+    octets = [int(part, 16) for part in mac.split(":")]
+    octets[0] ^= 0x02
+    words = [octets[0] << 8 | octets[1], octets[2] << 8 | 0xFF,
+             0xFE << 8 | octets[3], octets[4] << 8 | octets[5]]  # fmt: skip
+    return "fe80::" + ":".join(f"{word:x}" for word in words)
+
+
+def host_ipv6_targets(port: int) -> list[tuple[str, int]]:
+    """This host's IPv6 addresses (global and link-local) and the NPU bridge's
+    link-local address (the one it has once an NPU is attached), on ``port``."""
+    listed = subprocess.run(["ip", "-6", "-o", "addr", "show"], capture_output=True, text=True, check=True)
+    addresses = {line.split()[3].split("/")[0] for line in listed.stdout.splitlines()} - {"::1"}
+    bridge, _ = npu_bridge(docker.from_env())
+    mac = Path(f"/sys/class/net/{bridge}/address")
+    if mac.exists():
+        addresses.add(eui64_link_local(mac.read_text().strip()))
+    return [(address, port) for address in sorted(addresses)]
+
+
+@pytest.fixture
+def ipv6_listener():
+    """A TCP listener on every IPv6 address of this host: a connection that reaches it
+    is an NPU that reached the host over IPv6."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind(("::", 0))
+    sock.listen(8)
+    sock.setblocking(False)
+    yield sock
+    sock.close()
+
+
+def test_node_with_network_has_no_ipv6_and_the_host_rejects_it_from_the_bridge(
+    sandbox, ipv6_listener, policy
+):
+    # The worker's own check (node_runner/egress_policy.py) finds the ip6tables half of
+    # the policy; the node finds no IPv6 address to use, and reaches nothing with it.
+    verdict = check_egress_policy(docker.from_env())
+    assert verdict.in_place, verdict.problems
+    port = int(ipv6_listener.getsockname()[1])
+    targets = [*host_ipv6_targets(port), ("2606:4700:4700::1111", 443), ("64:ff9b::a9fe:a9fe", 80)]
+    tried = sandbox.attack(CONNECT_IPV6, {"targets": targets}, network=True)
+    assert tried.state == "succeeded", tried.error
+    probed = tried.outputs["value"]
+    assert [name for name, _ in probed["addresses"] if name != "lo"] == [], probed["addresses"]
+    assert set(probed["reached"].values()) <= IPV6_REFUSALS, probed["reached"]
+    with pytest.raises(BlockingIOError):
+        ipv6_listener.accept()

@@ -311,6 +311,23 @@ def _send(run_id: str, dispatches: list[tuple[str, int, float, tuple[str, ...]]]
 
 def send_dispatches(dispatches: list[tuple[str, str, int]]) -> None:
     """Send (run, node, attempt) dispatches now, grouped by run."""
+    for run_id, items in _dispatches_by_run(dispatches):
+        _send(run_id, items)
+
+
+def dispatch_queues(dispatches: list[tuple[str, str, int]]) -> dict[tuple[str, str, int], str]:
+    """The queue each (run, node, attempt) dispatch is sent to."""
+    base = settings.FLOWKIT_CELERY_QUEUE
+    return {
+        (run_id, node_id, attempt): queue_for(base, requires)
+        for run_id, items in _dispatches_by_run(dispatches)
+        for node_id, attempt, _, requires in items
+    }
+
+
+def _dispatches_by_run(
+    dispatches: list[tuple[str, str, int]],
+) -> Iterator[tuple[str, list[tuple[str, int, float, tuple[str, ...]]]]]:
     by_run: dict[str, list[tuple[str, int]]] = {}
     for run_id, node_id, attempt in dispatches:
         by_run.setdefault(run_id, []).append((node_id, attempt))
@@ -323,7 +340,7 @@ def send_dispatches(dispatches: list[tuple[str, str, int]]) -> None:
         if version_id is None:
             continue
         graph = _graph_of_version(version_id)
-        _send(run_id, [(node_id, attempt, 0.0, graph.nodes[node_id].requires) for node_id, attempt in items])
+        yield run_id, [(node_id, attempt, 0.0, graph.nodes[node_id].requires) for node_id, attempt in items]
 
 
 def _row_values(record: NodeRecord) -> dict[str, Any]:

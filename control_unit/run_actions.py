@@ -5,6 +5,7 @@ so a finishing worker and a user's cancel can never both win."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -15,6 +16,8 @@ from django.utils import timezone
 
 from control_unit import audit, claims, fcb_store
 from control_unit import fcb as core
+from control_unit.broker_messages import held_dispatches
+from control_unit.dispatcher import dispatch_task_id
 from control_unit.fcb_store import (
     create_rows,
     graph_of,
@@ -209,27 +212,66 @@ def _fail_attempts(
     return failed
 
 
-def do_redispatch_overdue(overdue_after_s: float) -> list[tuple[str, str, int]]:
+# An overdue dispatch the broker does not hold is looked for again this much later
+# before it is re-sent: long enough for one a worker was taking at the first look
+# (popped from its queue, or acknowledged before its claim) to be claimed meanwhile.
+CONFIRM_LOST_AFTER_S = 1.0
+
+
+def do_redispatch_overdue(
+    overdue_after_s: float, *, trust_delivered: bool = True
+) -> list[tuple[str, str, int]]:
     """Send again the dispatches of queued nodes that no worker has claimed for
-    ``overdue_after_s`` past when they were due: their message was lost (a broker
-    restart) or never sent. A duplicate is harmless, since an attempt is claimed once.
-    Every worker calls this on every heartbeat; the conditional update lets exactly one
-    of them re-send each dispatch, and pushes its next check back by the same delay."""
+    ``overdue_after_s`` past when they were due, and whose message the broker no longer
+    holds (control_unit.broker_messages): lost with a broker restart, purged, or never
+    sent. Being old is not enough: behind a backlog, or held by a busy worker, a message
+    waits its turn, and a copy would only add to the backlog. With ``trust_delivered``
+    False (the worker that took them is lost, or restarted), messages taken by a worker
+    and not acknowledged count as gone too. A duplicate is harmless anyway, since an
+    attempt is claimed once. Every worker calls this on every heartbeat; the
+    conditional update lets exactly one of them re-send each dispatch, and each
+    dispatch checked is looked at again only ``overdue_after_s`` later."""
     now = timezone.now()
     cutoff = now - timedelta(seconds=overdue_after_s)
     overdue = NodeRun.objects.filter(
         state="queued", dispatched=True, due_at__lt=cutoff, run__state="running"
     ).values_list("id", "run_id", "node_id", "attempt")
+    rows = {(str(run_id), node_id, attempt): row_id for row_id, run_id, node_id, attempt in overdue[:500]}
+    missing = _not_in_broker(list(rows), trust_delivered=trust_delivered)
+    if missing:
+        time.sleep(CONFIRM_LOST_AFTER_S)
+        still = {
+            (str(run_id), node_id, attempt)
+            for run_id, node_id, attempt in NodeRun.objects.filter(
+                id__in=[rows[key] for key in missing], state="queued", dispatched=True, due_at__lt=cutoff
+            ).values_list("run_id", "node_id", "attempt")
+        }
+        missing = _not_in_broker([key for key in missing if key in still], trust_delivered=trust_delivered)
+    # The broker holds the others: look again once they are overdue again.
+    held = [row_id for key, row_id in rows.items() if key not in missing]
+    NodeRun.objects.filter(id__in=held, state="queued", due_at__lt=cutoff).update(due_at=now)
     resent = []
-    for row_id, run_id, node_id, attempt in overdue[:500]:
-        if NodeRun.objects.filter(id=row_id, state="queued", attempt=attempt, due_at__lt=cutoff).update(
+    for key in missing:
+        if NodeRun.objects.filter(id=rows[key], state="queued", attempt=key[2], due_at__lt=cutoff).update(
             due_at=now
         ):
-            resent.append((str(run_id), node_id, attempt))
+            resent.append(key)
     if resent:
-        log.warning("re-sending %d overdue dispatches: %s", len(resent), resent[:10])
+        log.warning("re-sending %d overdue dispatches the broker lost: %s", len(resent), resent[:10])
         fcb_store.send_dispatches(resent)
     return resent
+
+
+def _not_in_broker(
+    dispatches: list[tuple[str, str, int]], *, trust_delivered: bool
+) -> list[tuple[str, str, int]]:
+    if not dispatches:
+        return []
+    queues = fcb_store.dispatch_queues(dispatches)
+    ids = {dispatch_task_id(*key): key for key in dispatches}
+    held = held_dispatches({task_id: queues.get(key, "") for task_id, key in ids.items()},
+                           delivered=trust_delivered)  # fmt: skip
+    return [key for task_id, key in ids.items() if task_id not in held]
 
 
 def do_pause_run(run_id: Any, user: Any = None) -> Run:

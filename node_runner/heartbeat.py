@@ -119,10 +119,10 @@ def recover_lost_workers() -> None:
         # A lost worker may have taken dispatches off the queue that it never claimed
         # (prefetched, or a retry whose countdown it was waiting out). Unacknowledged,
         # Redis hands them out again only after the visibility timeout (hours), and the
-        # overdue watchdog would wait FLOWKIT_REDISPATCH_AFTER_S: send every dispatch that
-        # is due again now. A copy of one still in the queue is claimed once, the other
-        # does nothing.
-        do_redispatch_overdue(0)
+        # overdue watchdog trusts a taken message to its worker: send again now every
+        # due dispatch that is not waiting in its queue. A copy of one a live worker
+        # holds is claimed once, the other does nothing.
+        do_redispatch_overdue(0, trust_delivered=False)
     for name in lost:
         failed = do_fail_stranded_attempts(
             name,
@@ -165,6 +165,8 @@ def recover_previous_life(name: str, started: float) -> None:
         claimed_before=datetime.fromtimestamp(started, UTC),
     )
     removed = reap_worker_containers(name, created_before=started)
+    # And the dispatches it had taken but not claimed, as for a lost worker.
+    do_redispatch_overdue(0, trust_delivered=False)
     if failed or removed:
         log.warning(
             "%s: failed %d attempts and removed %d NPUs of its previous life", name, len(failed), len(removed)

@@ -16,20 +16,22 @@ import logging
 import queue
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from django.conf import settings
 
 from control_unit.limits import NodeLimits
-from control_unit.storable import clean, clean_text, unstorable_path
 from node_runner.container_spec import npu_container_options
 from node_runner.docker_engine import engine
 from node_runner.egress_policy import require_egress_policy
 from node_runner.npu_connection import NpuConnection, NpuGone
+from node_runner.npu_frames import ExecutionFrames
+from node_runner.npu_outcome import NodeError, NpuOutcome
 from node_runner.ready_npu import ReadyNpu, remove_npu, start_npu
-from node_runner.wire import TERMINAL_TYPES, FrameReader, NpuJob, ProtocolViolation, frame_limits
+from node_runner.wire import FrameReader, NpuJob, ProtocolViolation, frame_limits
+from secret_manager.masking import Masker
 from trace_monitor.samples import NpuSample
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ class NpuObserver(Protocol):
     def started(self, container_id: str, image: str, runtime: str) -> None: ...
 
     def event(self, event: dict[str, Any]) -> None:
-        """An event from the NPU (started, log, log_dropped, result, error)."""
+        """An event of the execution, checked and masked (started, log, log_dropped,
+        result, error; see npu_frames)."""
 
     def sample(self, sample: NpuSample) -> None:
         """A resource sample; called on the sampler's thread."""
@@ -82,40 +85,6 @@ class _Unobserved:
         pass
 
 
-@dataclass
-class NodeError:
-    error_type: str
-    message: str
-    traceback: str = ""
-    port: str | None = None
-    line: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
-
-@dataclass
-class NpuOutcome:
-    container_id: str
-    next_nodes: list[str] = field(default_factory=list)
-    outputs: dict[str, Any] = field(default_factory=dict)
-    status_message: str = ""
-    error: NodeError | None = None
-    logs: list[dict[str, Any]] = field(default_factory=list)
-    dropped_log_lines: int = 0
-    dropped_log_bytes: int = 0
-    exit_code: int | None = None
-    # Out-of-memory kills the NPU counted in its cgroup when it answered (None: unknown).
-    oom_kills: int | None = None
-    duration_s: float = 0.0
-    # The execution sent its terminal event (result or error).
-    answered: bool = False
-
-    @property
-    def succeeded(self) -> bool:
-        return self.error is None
-
-
 def execute_in_npu(
     job: NpuJob,
     limits: NodeLimits,
@@ -123,17 +92,20 @@ def execute_in_npu(
     observer: NpuObserver | None = None,
     control: RunControl | None = None,
     npus: NpuSource | None = None,
+    masker: Masker | None = None,
 ) -> NpuOutcome:
     """Run ``job`` in an NPU leased from ``npus``: the node's dedicated NPU (it stays
     for the node's next execution), or a single-use container removed afterwards (the
-    default: one started for this execution)."""
+    default: one started for this execution). What the execution sends is masked with
+    ``masker`` before ``observer`` or the outcome sees it."""
     if limits.network:
         require_egress_policy(engine())
         ensure_npu_network(engine())
     lease = (npus or SingleUseNpus()).lease(limits, labels)
     healthy = False
     try:
-        outcome, healthy = _drive(lease.connection, job, limits, observer or _Unobserved(), control)
+        frames = _Frames(limits, masker or Masker(()), observer or _Unobserved())
+        outcome, healthy = _drive(lease.connection, job, limits, frames, control)
         return outcome
     finally:
         lease.release(healthy=healthy)
@@ -325,16 +297,27 @@ def _since(value: Any, base: Any) -> int | None:
     return value - base if type(base) is int else value
 
 
+@dataclass(frozen=True)
+class _Frames:
+    """How an execution's frames are read: under which limits, masked with what, seen by whom."""
+
+    limits: NodeLimits
+    masker: Masker
+    observer: NpuObserver
+
+
 def _drive(
     connection: Connection,
     job: NpuJob,
     limits: NodeLimits,
-    observer: NpuObserver,
+    frames: _Frames,
     control: RunControl | None,
 ) -> tuple[NpuOutcome, bool]:
     """Run one execution in ``connection``'s NPU; its outcome, and whether the NPU may
     serve another execution."""
     outcome = NpuOutcome(container_id=connection.id)
+    observer = frames.observer
+    reader = ExecutionFrames(limits, frames.masker, observer, outcome)
     started = time.monotonic()
     clock = _Clock(limits.timeout_s)
     memory_limit = limits.memory_mb * MIB
@@ -345,7 +328,7 @@ def _drive(
         execution = connection.begin(job.encode(limits), memory_limit if limits.concurrency > 1 else 0)
         observer.started(connection.id, settings.FLOWKIT_NPU_IMAGE, settings.FLOWKIT_NPU_RUNTIME)
         answered = _read_events(
-            execution, clock, _Controller(execution, clock, control), limits, outcome, observer
+            execution, clock, _Controller(execution, clock, control), limits, outcome, reader, observer
         )
         if answered:
             _await_end(execution)
@@ -369,6 +352,7 @@ def _drive(
         healthy = False
     finally:
         outcome.duration_s = time.monotonic() - started
+        reader.close()
     ended = execution.exited if execution is not None else None
     if ended is not None and ended.get("type") == "exited":
         observer.ended(float(ended.get("cpu_s") or 0.0), int(ended.get("peak_rss_bytes") or 0))
@@ -383,6 +367,7 @@ def _read_events(
     controller: _Controller,
     limits: NodeLimits,
     outcome: NpuOutcome,
+    reader: ExecutionFrames,
     observer: NpuObserver,
 ) -> bool:
     """Read the execution's events until its terminal one (True) or its end without
@@ -407,9 +392,7 @@ def _read_events(
             if received > max_total:
                 raise ProtocolViolation(f"the NPU sent more than {max_total:,} bytes")
             for event in frames.feed(value):
-                if outcome.answered:
-                    raise ProtocolViolation("the NPU sent events after its result")
-                if _apply(event, outcome, observer) is not None:
+                if reader.apply(event):
                     outcome.answered = True
             if outcome.answered:
                 # The outcome is known; the server cleans up after the execution on its
@@ -428,7 +411,7 @@ def _read_events(
             return False
         elif event["type"] == "exited":
             for late in frames.finish():
-                if _apply(late, outcome, observer) is not None:
+                if reader.apply(late):
                     outcome.answered = True
             if outcome.answered:
                 _account_for_oom(execution, limits, outcome)
@@ -453,10 +436,11 @@ def _await_end(execution: Execution) -> None:
 
 def _account_for_oom(execution: Execution, limits: NodeLimits, outcome: NpuOutcome) -> None:
     """A node whose child processes the OOM killer took is reported as such even though
-    its runtime survived to answer: the NPU's count of OOM kills rose during it (as the
-    server counted it at the execution's end, or else as the runtime did)."""
+    its runtime survived to answer: the NPU's count of OOM kills rose during it, as the
+    fork server counted it when the execution started and ended. (What the answer itself
+    says is not read: the node's code could have written it.)"""
     before = (execution.spawned or {}).get("oom_kills")
-    after = (execution.exited or {}).get("oom_kills", outcome.oom_kills)
+    after = (execution.exited or {}).get("oom_kills")
     rose = type(before) is int and type(after) is int and after > before
     if rose and (outcome.error is None or outcome.error.error_type == "NpuCrashed"):
         outcome.error = _out_of_memory(limits)
@@ -531,48 +515,6 @@ def stop_execution(execution: Execution | None) -> bool:
         if kind == "gone":
             return False
     return execution.exited is not None
-
-
-def _apply(event: dict[str, Any], outcome: NpuOutcome, observer: NpuObserver) -> dict[str, Any] | None:
-    kind = event["type"]
-    if kind != "result":
-        event = clean(event)
-    observer.event(event)
-    if kind in TERMINAL_TYPES:
-        kills = event.get("oom_kills")
-        outcome.oom_kills = kills if type(kills) is int and kills >= 0 else None
-    if kind == "log":
-        outcome.logs.append(
-            {key: event.get(key) for key in ("ts", "level", "stream", "message", "truncated") if key in event}
-        )
-    elif kind == "log_dropped":
-        outcome.dropped_log_lines = int(event.get("lines", 0))
-        outcome.dropped_log_bytes = int(event.get("bytes", 0))
-    elif kind == "result":
-        outcome.next_nodes = [clean_text(str(name)) for name in event.get("next_nodes") or []]
-        outcome.outputs = dict(event.get("outputs") or {})
-        outcome.status_message = clean_text(str(event.get("status_message") or ""))
-        for port, value in outcome.outputs.items():
-            where = unstorable_path(value)
-            if where is not None or unstorable_path(port) is not None:
-                outcome.outputs = {}
-                outcome.error = NodeError(
-                    "UnstorableOutput",
-                    f"output {clean_text(port)!r} holds a NUL character or an unpaired surrogate"
-                    f"{' at ' + where if where else ''}, which cannot be stored; encode binary data "
-                    "(for example base64) before returning it",
-                    port=clean_text(port),
-                )
-                break
-    elif kind == "error":
-        outcome.error = NodeError(
-            error_type=str(event.get("error_type", "Error")),
-            message=str(event.get("message", "")),
-            traceback=str(event.get("traceback", "")),
-            port=event.get("port"),
-            line=event.get("line"),
-        )
-    return event if kind in TERMINAL_TYPES else None
 
 
 def ensure_npu_network(client: Any) -> Any:

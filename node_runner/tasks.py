@@ -21,12 +21,14 @@ from control_unit.run_states import run_states
 from control_unit.transitions import InvalidTransition
 from node_runner import heartbeat  # noqa: F401 - connects the worker's heartbeat to Celery's signals
 from node_runner.attempt_stamps import AttemptClock, stamps
+from node_runner.engine_outage import engine_outage
 from node_runner.npu_execution import NpuOutcome, NpuSource, RunControl, execute_in_npu
 from node_runner.ready_npu import NpuUnavailable
 from node_runner.wire import NpuJob
 from node_runner.worker_npus import current_npus
 from secret_manager.actions import resolve_secrets
 from secret_manager.errors import SecretError, UnknownSecret
+from secret_manager.log_masking import masking_logs
 from secret_manager.masking import Masker
 from secret_manager.references import referenced_names
 from trace_monitor.database_retry import (
@@ -67,7 +69,7 @@ def execute_node(
         return {"error": {"error_type": type(exc).__name__, "message": str(exc)}}
     masker = Masker(secrets.values())
     if trace is not None:
-        trace.begin(inputs, masker)
+        trace.begin(inputs)
     job = NpuJob(
         node_id=node_id,
         label=label,
@@ -77,21 +79,24 @@ def execute_node(
         attempt=attempt,
         idempotency_key=f"{run_ref}/{node_id}",
     )
-    try:
-        outcome = execute_in_npu(
-            job,
-            NodeLimits.from_overrides(limits),
-            labels,
-            observer=trace,
-            control=control,
-            npus=npus,
-        )
-        result = outcome_record(outcome)
-    except (NpuUnavailable, LimitError) as exc:
-        result = {"error": {"error_type": type(exc).__name__, "message": str(exc)}}
-    except Exception as exc:
-        result = {"error": {"error_type": "RunnerError", "message": f"the node runner failed: {exc!r}"}}
-        log.exception("node %s of %s: the runner failed", node_id, run_ref)
+    # Whatever this process logs meanwhile is masked too (secret_manager.log_masking).
+    with masking_logs(masker):
+        try:
+            outcome = execute_in_npu(
+                job,
+                NodeLimits.from_overrides(limits),
+                labels,
+                observer=trace,
+                control=control,
+                npus=npus,
+                masker=masker,
+            )
+            result = outcome_record(outcome)
+        except (NpuUnavailable, LimitError) as exc:
+            result = {"error": {"error_type": type(exc).__name__, "message": str(exc)}}
+        except Exception as exc:  # noqa: BLE001 - runner_failure logs it, without its text
+            result = runner_failure(exc, "run the node", f"node {node_id} of {run_ref}")
+    # Masked once more as a whole: the outputs, and what did not come through the frames.
     masked: dict[str, Any] = masker.mask(result)
     return masked
 
@@ -116,8 +121,17 @@ def run_node_test(test_run_id: str) -> None:
         )
     except Exception as exc:  # noqa: BLE001 - runner_failure logs it, without its text
         result = runner_failure(exc, "run the node test", f"node test run {test_run_id}")
+    where = f"node test run {test_run_id}"
     try:
-        do_finish_node_test_run(test_run_id, result=result)
+        try:
+            with_database_retry(lambda: do_finish_node_test_run(test_run_id, result=result), what=where)
+        except InvalidTransition:
+            raise
+        except Exception as exc:  # noqa: BLE001 - runner_failure logs it, without its text
+            # The outcome itself cannot be stored: the test still ends, failed, rather
+            # than stay running.
+            result = runner_failure(exc, "store the node test's outcome", where)
+            with_database_retry(lambda: do_finish_node_test_run(test_run_id, result=result), what=where)
     except InvalidTransition as exc:
         log.info("node test run %s ended after it was cancelled: %s", test_run_id, exc)
         return
@@ -212,6 +226,7 @@ def run_claimed(claimed: ClaimedNode, worker: str, clock: AttemptClock | None = 
     run_id, node_id, attempt = claimed.run_id, claimed.node_id, claimed.attempt
     where = f"run {run_id} node {node_id} attempt {attempt}"
     clock = clock or AttemptClock()
+    began = time.time()
     try:
         timeout_s = NodeLimits.from_overrides(claimed.limits).timeout_s
     except LimitError:
@@ -255,6 +270,9 @@ def run_claimed(claimed: ClaimedNode, worker: str, clock: AttemptClock | None = 
             )
     except Exception as exc:  # noqa: BLE001 - runner_failure logs it, without its text
         result = runner_failure(exc, "run the node", where)
+    # An attempt the Docker engine's absence ended is the engine's failure, not the
+    # node's: reported once the engine is back, retried on its own budget.
+    result = engine_outage(result, began)
     clock.paused(False)
     clock.due_in(settings.FLOWKIT_ATTEMPT_GRACE_S)  # to store the trace's end and the outcome
     database_away = False

@@ -125,7 +125,7 @@ class NpuJob:
                 "max_output_bytes": limits.max_output_bytes,
                 "max_log_lines": limits.max_log_lines,
                 "max_log_bytes": limits.max_log_bytes,
-                "max_log_line_bytes": limits.max_log_line_bytes,
+                "max_log_line_bytes": transport_line_bytes(limits),
                 "flood_bytes": limits.flood_bytes,
             },
         }
@@ -179,18 +179,30 @@ class FrameReader:
 
 
 def parse_frame(line: bytes) -> dict[str, Any]:
+    """One execution frame as JSON; its fields are checked by npu_frames. Messages
+    never quote the frame: the node's code may have written it, a secret with it."""
     try:
         event = _json(line)
     except (ValueError, RecursionError):
-        raise ProtocolViolation(f"the NPU sent a frame that is not JSON: {line[:80]!r}") from None
+        raise ProtocolViolation(f"the NPU sent a frame of {len(line):,} bytes that is not JSON") from None
     if not isinstance(event, dict) or event.get("type") not in EVENT_TYPES:
-        raise ProtocolViolation(f"the NPU sent an unknown frame: {line[:80]!r}")
+        raise ProtocolViolation("the NPU sent a frame of an unknown type")
     return event
+
+
+# How much longer than its stored length the NPU may send a log line: the runner masks
+# the line before it cuts it, so a secret that straddles the cut is seen whole.
+LINE_MARGIN_BYTES = 16 * 1024
+
+
+def transport_line_bytes(limits: NodeLimits) -> int:
+    """The longest log line the NPU sends (the runner stores max_log_line_bytes of it)."""
+    return limits.max_log_line_bytes + LINE_MARGIN_BYTES
 
 
 def frame_limits(limits: NodeLimits) -> tuple[int, int]:
     """(largest frame, total bytes) an honest NPU can send under these limits."""
     slack = 1024 * 1024
-    max_frame = limits.max_output_bytes + limits.max_log_line_bytes + slack
+    max_frame = limits.max_output_bytes + transport_line_bytes(limits) + slack
     total = limits.max_output_bytes + 2 * limits.max_log_bytes + 512 * limits.max_log_lines + slack
     return max_frame, total

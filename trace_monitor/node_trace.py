@@ -21,7 +21,6 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
-from secret_manager.masking import Masker
 from trace_monitor import kinds
 from trace_monitor.database_retry import DATABASE_UNAVAILABLE, forget_connection, with_database_retry
 from trace_monitor.models import NodeExecution, ResourceSample
@@ -53,7 +52,6 @@ class NodeTrace:
         self.node_id = node_id
         self.attempt = attempt
         self.worker = worker
-        self._masker = Masker(())
         self._events: list[EventDraft] = []
         self._samples: list[ResourceSample] = []
         self._lock = threading.Lock()  # samples arrive on the sampler's thread
@@ -63,9 +61,9 @@ class NodeTrace:
         self._peaks: dict[str, int | float | None] = {}
         self._closed = False
 
-    def begin(self, inputs: dict[str, Any], masker: Masker) -> None:
-        """The node is about to run with ``inputs``; ``masker`` knows its secrets."""
-        self._masker = masker
+    def begin(self, inputs: dict[str, Any]) -> None:
+        """The node is about to run with ``inputs`` (which hold no secret: values are
+        resolved inside the NPU)."""
         values, truncated = cap_ports(inputs, settings.FLOWKIT_TRACE_PREVIEW_BYTES)
         self._add(kinds.INPUTS, {"inputs": values, **({"truncated": truncated} if truncated else {})})
 
@@ -87,10 +85,8 @@ class NodeTrace:
     def event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "log":
-            data = {
-                key: event[key] for key in ("ts", "level", "stream", "message", "truncated") if key in event
-            }
-            self._add(kinds.LOG, self._masker.mask(data))
+            # Checked and masked already, by the runner (node_runner.npu_frames).
+            self._add(kinds.LOG, {key: value for key, value in event.items() if key != "type"})
         elif kind == "log_dropped":
             self._add(
                 kinds.LOGS_DROPPED,

@@ -25,6 +25,14 @@ ENCODINGS = {
     "HEX": lambda s: s.encode().hex().upper(),
     "json": lambda s: json.dumps(s)[1:-1],
     "json unicode": lambda s: json.dumps(s, ensure_ascii=False)[1:-1],
+    # What print(d), f"{key!r}" and raise KeyError(key) write, and the same inside a
+    # text holding both quotes (Python then escapes the single ones).
+    "repr": lambda s: repr(s)[1:-1],
+    "ascii": lambda s: ascii(s)[1:-1],
+    "bytes repr": lambda s: repr(s.encode())[2:-1],
+    "repr among quotes": lambda s: repr("'\"" + s)[4:-1],
+    "ascii among quotes": lambda s: ascii("'\"" + s)[4:-1],
+    "bytes repr among quotes": lambda s: repr(b"'\"" + s.encode())[5:-1],
 }
 HOSTILE = 'p@ss w/ "quotes" & ünïcode+/= \\ \n 🔑'
 SECRETS = st.text(min_size=MIN_MASKED_LENGTH, max_size=40)
@@ -188,6 +196,53 @@ def test_empty_values_and_values_within_the_mask_are_ignored():
 def test_a_value_shorter_than_the_minimum_is_masked_raw_but_not_in_its_encodings():
     masker = Masker(["abc"])
     assert masker.mask_text("abc YWJj 616263") == "*** YWJj 616263"
+
+
+PEM = (
+    "-----BEGIN KEY-----\r\n"
+    "MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n"
+    "KUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ\n"
+    "-----END KEY-----"
+)
+
+
+def test_each_line_of_a_secret_that_spans_lines_is_masked_where_it_stands_alone():
+    masker = Masker([PEM])
+    for line in PEM.split("\n"):
+        assert masker.mask_text(f"> {line.rstrip()}") == f"> {MASK}"
+
+
+def test_a_short_line_of_a_secret_that_spans_lines_is_left_alone():
+    assert Masker(["long-first-line\nab"]).mask_text("ab cd") == "ab cd"
+
+
+@given(secret=SECRETS)
+def test_what_python_shows_of_a_secret_in_a_dict_a_repr_or_an_exception_holds_no_form(secret):
+    masker = Masker([secret])
+    for shown in (str({"k": secret}), f"{secret!r}", str(KeyError(secret)), repr([secret.encode()])):
+        assert_no_form_of(secret, masker.mask_text(shown))
+
+
+def test_masking_goes_deeper_than_pythons_recursion_limit():
+    value: list = ["the-secret"]
+    for _ in range(20_000):
+        value = [value]
+    masked = Masker(["the-secret"]).mask(value)
+    for _ in range(20_000):
+        masked = masked[0]
+    assert masked == [MASK]
+
+
+@given(secret=SECRETS, text=TEXT, cut=st.integers(min_value=1))
+def test_a_line_cut_inside_a_secret_keeps_no_first_part_of_it(secret, text, cut):
+    first_part = secret[: 1 + cut % (len(secret) - 1)]
+    masked = Masker([secret]).mask_cut_line(text + first_part)
+    assert masked.endswith(MASK)
+    assert not masked[: -len(MASK)].endswith(first_part)
+
+
+def test_a_cut_line_ending_in_no_part_of_a_secret_is_kept():
+    assert Masker(["secret-value"]).mask_cut_line("nothing to see here") == "nothing to see here"
 
 
 def test_a_maskers_repr_shows_no_value():

@@ -164,7 +164,7 @@ def test_a_frame_that_is_not_json_is_a_protocol_violation(line):
     ids=["unknown-type", "no-type", "list", "string", "number"],
 )
 def test_a_frame_of_an_unknown_kind_is_a_protocol_violation(line):
-    with pytest.raises(ProtocolViolation, match="unknown frame"):
+    with pytest.raises(ProtocolViolation, match="unknown type"):
         parse_frame(line)
 
 

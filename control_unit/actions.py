@@ -6,6 +6,7 @@ transition table allows, so a redelivered task and a live one cannot both win.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -75,3 +76,29 @@ def do_finish_node_test_run(test_run_id: str, *, result: dict[str, Any]) -> None
     if updated != 1:
         current = NodeTestRun.objects.filter(id=test_run_id).values_list("state", flat=True).first()
         raise InvalidTransition(f"node test run {test_run_id}", str(current), target)
+
+
+def do_fail_overdue_node_tests(grace_s: float) -> list[str]:
+    """Fail the node test runs still running ``grace_s`` past their node's timeout:
+    their runner is gone (its worker was lost), and nothing else would end them."""
+    now = timezone.now()
+    failed = []
+    for test_run_id, started_at, limits in NodeTestRun.objects.filter(state=S.RUNNING).values_list(
+        "id", "started_at", "limits"
+    )[:500]:
+        try:
+            timeout_s = NodeLimits.from_overrides(limits).timeout_s
+        except ValueError:
+            timeout_s = NodeLimits.defaults().timeout_s
+        if started_at is not None and now - started_at < timedelta(seconds=timeout_s + grace_s):
+            continue
+        error = {
+            "error_type": "RunnerLost",
+            "message": f"the node test's runner stopped (still running {grace_s:g} s past its timeout)",
+        }
+        updated = NodeTestRun.objects.filter(id=test_run_id, state=S.RUNNING).update(
+            state=S.FAILED, finished_at=now, error=error
+        )
+        if updated:
+            failed.append(str(test_run_id))
+    return failed

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from control_unit import audit, claims, fcb_store
@@ -30,6 +31,7 @@ from control_unit.fcb_store import (
 from control_unit.graph import Graph
 from control_unit.models import NodeRun, PipelineVersion, Run
 from control_unit.node_inputs import inputs_of
+from trace_monitor.models import NodeExecution
 from trace_monitor.node_trace import end_lost_executions
 
 log = logging.getLogger(__name__)
@@ -195,6 +197,41 @@ def do_fail_silent_attempts(silent_after_s: float) -> list[tuple[str, str, int]]
     if failed:
         log.warning("failed %d attempts whose runner went silent: %s", len(failed), failed[:10])
     return failed
+
+
+def do_end_orphaned_executions(older_than_s: float) -> int:
+    """Close the executions the timeline still shows running whose attempt ended
+    without them more than ``older_than_s`` ago: cancelled with its run (or failed)
+    while its runner was gone, so nothing was left to close them. A runner at work
+    closes its execution itself within seconds of a cancel; should it write its end
+    after this, its end wins. Returns how many closed."""
+    now = timezone.now()
+    still_running = NodeRun.objects.filter(
+        run_id=OuterRef("run_id"),
+        node_id=OuterRef("node_id"),
+        attempt=OuterRef("attempt"),
+        state__in=("running", "paused"),
+    )
+    orphans = NodeExecution.objects.filter(
+        outcome="running", started_at__lt=now - timedelta(seconds=older_than_s)
+    ).exclude(Exists(still_running))
+    closed = 0
+    for execution in orphans[:500]:
+        state = (
+            NodeRun.objects.filter(run_id=execution.run_id, node_id=execution.node_id)
+            .values_list("state", flat=True)
+            .first()
+        )
+        cancelled = state == "cancelled"
+        closed += NodeExecution.objects.filter(id=execution.id, outcome="running").update(
+            outcome="cancelled" if cancelled else "failed",
+            error_type="NodeCancelled" if cancelled else "RunnerLost",
+            finished_at=now,
+            duration_s=max(0.0, (now - execution.started_at).total_seconds()),
+        )
+    if closed:
+        log.warning("closed %d executions whose runner was gone when their attempt ended", closed)
+    return closed
 
 
 def _fail_attempts(

@@ -38,7 +38,13 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
-from control_unit.run_actions import do_fail_silent_attempts, do_fail_stranded_attempts, do_redispatch_overdue
+from control_unit.actions import do_fail_overdue_node_tests
+from control_unit.run_actions import (
+    do_end_orphaned_executions,
+    do_fail_silent_attempts,
+    do_fail_stranded_attempts,
+    do_redispatch_overdue,
+)
 from control_unit.trace_retention import prune_traces, take_prune_turn
 from control_unit.worker_wait import do_note_waiting_nodes
 from node_runner.npu_inventory import running_npus
@@ -310,6 +316,8 @@ class Heartbeat:
                 # silent, every live runner has had its turn to stamp.
                 if self.judgement.beat_succeeded(now, settings.FLOWKIT_ATTEMPT_SILENT_AFTER_S):
                     do_fail_silent_attempts(settings.FLOWKIT_ATTEMPT_SILENT_AFTER_S)
+                    do_end_orphaned_executions(settings.FLOWKIT_ATTEMPT_SILENT_AFTER_S)
+                    do_fail_overdue_node_tests(settings.FLOWKIT_ATTEMPT_GRACE_S)
                 reap_exited(self.name)
                 do_redispatch_overdue(settings.FLOWKIT_REDISPATCH_AFTER_S)
                 do_note_waiting_nodes()

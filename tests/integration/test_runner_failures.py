@@ -16,9 +16,16 @@ from django.db import DataError, OperationalError, connection
 from django.utils import timezone
 
 from control_unit import run_actions
-from control_unit.models import NodeRun
+from control_unit.actions import do_claim_node_test_run, do_fail_overdue_node_tests, do_start_node_test_run
+from control_unit.models import NodeRun, NodeTestRun
 from control_unit.pipeline_actions import do_create_pipeline
-from control_unit.run_actions import do_claim_node, do_fail_silent_attempts, do_start_run
+from control_unit.run_actions import (
+    do_cancel_run,
+    do_claim_node,
+    do_end_orphaned_executions,
+    do_fail_silent_attempts,
+    do_start_run,
+)
 from node_runner import tasks
 from node_runner.attempt_stamps import AttemptClock, stamps
 from tests.integration.conftest import node_code, nodes_of
@@ -179,3 +186,41 @@ def test_a_database_lost_while_a_claim_reads_its_node_leaves_the_attempt_unclaim
     assert (node.state, node.worker) == ("queued", "")
     monkeypatch.undo()
     assert do_claim_node(run.id, "n", 1, worker="w@host") is not None
+
+
+def test_an_execution_left_running_by_a_gone_runner_of_a_cancelled_run_is_closed(no_broker):
+    cancelled, live = started_run(no_broker), started_run(no_broker)
+    for run in (cancelled, live):
+        assert do_claim_node(run.id, "n", 1, worker="w@host") is not None
+        NodeTrace(
+            run_id=str(run.id), pipeline_id=run.pipeline_id, node_id="n", attempt=1, worker="w@host"
+        ).started("c0ffee", "flowkit/npu", "runc")
+    do_cancel_run(cancelled.id)
+    # Both started two minutes ago; no runner is left to close the cancelled one's.
+    NodeExecution.objects.update(started_at=timezone.now() - timedelta(seconds=120))
+
+    assert do_end_orphaned_executions(60) == 1
+
+    closed = NodeExecution.objects.get(run=cancelled)
+    assert (closed.outcome, closed.error_type) == ("cancelled", "NodeCancelled")
+    assert closed.finished_at is not None
+    assert NodeExecution.objects.get(run=live).outcome == "running"
+    assert do_end_orphaned_executions(60) == 0
+
+
+def test_a_node_test_whose_runner_is_gone_fails_past_its_timeout_and_grace(no_broker):
+    limits = {"timeout_s": 10}
+    stranded = do_start_node_test_run(code=node_code("value = 1"), inputs={}, limits=limits)
+    running = do_start_node_test_run(code=node_code("value = 1"), inputs={}, limits=limits)
+    for test_run, started in ((stranded, 10 + 30 + 1), (running, 10 + 30 - 5)):
+        assert do_claim_node_test_run(str(test_run.id), worker="w@host")
+        NodeTestRun.objects.filter(id=test_run.id).update(
+            started_at=timezone.now() - timedelta(seconds=started)
+        )
+
+    assert do_fail_overdue_node_tests(30) == [str(stranded.id)]
+
+    stranded.refresh_from_db()
+    assert stranded.state == "failed"
+    assert stranded.error["error_type"] == "RunnerLost"
+    assert NodeTestRun.objects.get(id=running.id).state == "running"

@@ -64,6 +64,13 @@ RUN_TRANSITIONS: Mapping[str, frozenset[str]] = {
 }
 
 MAX_BACKOFF_S = 3600.0
+# Failures of the infrastructure, not of the node (the runner names them: the Docker
+# engine was away during the attempt). A node's attempts that end so are retried up to
+# INFRA_RETRIES times on their own, with a short backoff, without using the node's
+# retries; past that they count as the node's failures like any other.
+INFRASTRUCTURE_ERRORS = frozenset({"EngineUnavailable"})
+INFRA_RETRIES = 5
+INFRA_BACKOFF_S = 1.0
 
 
 class InvalidTransition(Exception):
@@ -107,6 +114,7 @@ class NodeRecord:
     reused: bool = False
     reason: str = ""
     waiting: int = 0  # upstream nodes not yet finished; decided when it reaches 0
+    infra_retries: int = 0  # attempts retried on the infrastructure's budget (INFRA_RETRIES)
 
     @property
     def terminal(self) -> bool:
@@ -435,9 +443,24 @@ def node_failed(
     _check_reporting(graph, fcb, node_id, attempt)
     builder = _Builder(graph, fcb)
     spec = graph.nodes[node_id]
-    if retryable and attempt <= spec.retries and builder.run_state not in TERMINAL_RUN_STATES:
-        delay = backoff_delay(spec.backoff_s, attempt, rng or random.Random())  # noqa: S311 - jitter, not crypto
-        reason = f"attempt {attempt} failed; retry {attempt + 1}/{spec.retries + 1} in {delay:.2f} s"
+    infra = builder.node(node_id).infra_retries
+    live = builder.run_state not in TERMINAL_RUN_STATES
+    if live and error.get("error_type") in INFRASTRUCTURE_ERRORS and infra < INFRA_RETRIES:
+        # Not the node's failure: retried on the infrastructure's own budget, and the
+        # node's retries stay whole. The runner already waited for the engine.
+        delay = backoff_delay(INFRA_BACKOFF_S, infra + 1, rng or random.Random())  # noqa: S311 - jitter, not crypto
+        reason = (
+            f"attempt {attempt} failed: {error.get('error_type')}; infrastructure retry "
+            f"{infra + 1}/{INFRA_RETRIES} in {delay:.2f} s (the node's retries are not used)"
+        )
+        builder.move(node_id, QUEUED, reason, attempt=attempt + 1, error=dict(error), infra_retries=infra + 1)
+        builder.dispatch(node_id, attempt + 1, delay)
+        return builder.done()
+    # The node's own attempts: those retried for the infrastructure do not count.
+    tries = attempt - infra
+    if retryable and tries <= spec.retries and live:
+        delay = backoff_delay(spec.backoff_s, tries, rng or random.Random())  # noqa: S311 - jitter, not crypto
+        reason = f"attempt {attempt} failed; retry {tries + 1}/{spec.retries + 1} in {delay:.2f} s"
         builder.move(node_id, QUEUED, reason, attempt=attempt + 1, error=dict(error))
         builder.dispatch(node_id, attempt + 1, delay)
         return builder.done()

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 NODE_FIELDS = (
     "state", "attempt", "dispatched", "inputs", "input_refs", "outputs", "next_nodes",
-    "status_message", "error", "reused", "reason", "waiting",
+    "status_message", "error", "reused", "reason", "waiting", "infra_retries",
 )  # fmt: skip
 
 
@@ -80,7 +80,7 @@ def lock_run(run_id: Any) -> Run:
 # the database: the core only refers to them (fcb.InputRef).
 RECORD_COLUMNS = (
     "node_id", "state", "attempt", "dispatched", "next_nodes",
-    "status_message", "error", "reused", "reason", "waiting",
+    "status_message", "error", "reused", "reason", "waiting", "infra_retries",
 )  # fmt: skip
 
 
@@ -357,4 +357,5 @@ def _row_values(record: NodeRecord) -> dict[str, Any]:
         "reused": record.reused,
         "reason": record.reason,
         "waiting": record.waiting,
+        "infra_retries": record.infra_retries,
     }

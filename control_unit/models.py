@@ -185,6 +185,9 @@ class NodeRun(models.Model):
     reason = models.TextField(blank=True)
     # Upstream nodes not yet finished: the node is decided when this reaches 0.
     waiting = models.PositiveIntegerField(default=0)
+    # Attempts that failed for the infrastructure (the Docker engine was away), retried
+    # on their own budget: they do not count against the node's retries (fcb.node_failed).
+    infra_retries = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True)
     container_id = models.CharField(max_length=80, blank=True)
     # When the latest dispatch should reach a worker (now, or after a retry's backoff).

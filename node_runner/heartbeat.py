@@ -48,7 +48,7 @@ from control_unit.run_actions import (
 from control_unit.trace_retention import prune_traces, take_prune_turn
 from control_unit.worker_wait import do_note_waiting_nodes
 from node_runner.npu_inventory import running_npus
-from node_runner.reaper import reap_exited, reap_worker_containers
+from node_runner.reaper import reap_created, reap_exited, reap_worker_containers
 from trace_monitor.models import WorkerStatus
 from trace_monitor.resource_monitor import HostLoad, WorkerPool, mark_lost_workers, record_heartbeat
 
@@ -319,6 +319,7 @@ class Heartbeat:
                     do_end_orphaned_executions(settings.FLOWKIT_ATTEMPT_SILENT_AFTER_S)
                     do_fail_overdue_node_tests(settings.FLOWKIT_ATTEMPT_GRACE_S)
                 reap_exited(self.name)
+                reap_created(self.name)
                 do_redispatch_overdue(settings.FLOWKIT_REDISPATCH_AFTER_S)
                 do_note_waiting_nodes()
                 self.prune_when_its_turn()

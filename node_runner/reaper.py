@@ -69,6 +69,27 @@ def reap_exited(worker: str, older_than_s: float = 30.0) -> list[str]:
     return removed
 
 
+# A container is created and started in one go (ready_npu.start_npu): one still only
+# created this long after is left over from a start the engine failed (it was going
+# away or coming back) and its removal failed too.
+CREATED_GRACE_S = 10.0
+
+
+def reap_created(worker: str, older_than_s: float = CREATED_GRACE_S) -> list[str]:
+    """Remove the NPUs of ``worker`` that were created more than ``older_than_s`` ago and
+    never started (issue 16: an engine restart left seven for minutes)."""
+    removed: list[str] = []
+    filters = {"label": [f"{ROLE_LABEL}={ROLE_NPU}", f"flowkit.worker={worker}"], "status": ["created"]}
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    for container in engine().containers.list(all=True, filters=filters):
+        created = _parse_docker_time(str(container.attrs.get("Created", "")))
+        if created is not None and created > cutoff:
+            continue  # its start may be under way
+        if remove_container(container):
+            removed.append(container.short_id)
+    return removed
+
+
 def _parse_docker_time(text: str) -> datetime | None:
     # RFC 3339 with nanoseconds ("2026-11-22T22:40:01.123456789Z"): keep microseconds.
     try:

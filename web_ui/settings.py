@@ -213,9 +213,14 @@ FLOWKIT_TRACE_PRUNE_INTERVAL_S = env_int("FLOWKIT_TRACE_PRUNE_INTERVAL_S", 3600,
 # its NPUs on their engine are removed.
 FLOWKIT_WORKER_HEARTBEAT_S = env_float("FLOWKIT_WORKER_HEARTBEAT_S", 2.0, minimum=0.2, maximum=300)
 FLOWKIT_WORKER_LOST_AFTER_S = env_float("FLOWKIT_WORKER_LOST_AFTER_S", 15.0, minimum=1.0, maximum=3600)
-# A queued node that no worker claimed this long after it was due is sent again (its
-# message was lost: a broker restart). Longer than a busy queue's normal wait.
+# A queued node that no worker claimed this long after it was due is sent again if the
+# broker no longer holds its message (lost with a broker restart, or never sent; see
+# control_unit/broker_messages.py): one merely waiting behind a backlog is not.
 FLOWKIT_REDISPATCH_AFTER_S = env_float("FLOWKIT_REDISPATCH_AFTER_S", 120.0, minimum=1.0, maximum=24 * 3600)
+# An attempt the Docker engine's absence ended waits this long at most for the engine
+# to answer again, then ends as EngineUnavailable: retried without using the node's
+# retries (node_runner/engine_outage.py).
+FLOWKIT_ENGINE_WAIT_S = env_float("FLOWKIT_ENGINE_WAIT_S", 60.0, minimum=0.0, maximum=3600)
 # The process running a claimed attempt stamps it this often; an attempt of a live
 # worker with no stamp for FLOWKIT_ATTEMPT_SILENT_AFTER_S (its process was killed, or
 # hangs) fails with RunnerLost, retried where the node has retries left.

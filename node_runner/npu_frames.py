@@ -14,8 +14,8 @@ trusts nothing a frame says about itself:
   secret.
 - The budgets are kept here, not by the NPU: log lines and bytes past the node's
   limits are dropped and counted (one marker at the end, with what the NPU says it
-  dropped itself), and an execution that sends more frames than an honest one can is
-  stopped.
+  dropped itself); an execution that sends more frames than an honest one can, or
+  outputs over the node's cap, is stopped.
 - Text is masked (``Masker``) before anything else sees it, and cut to its final
   length only after that: a secret at the cut cannot leave its first part behind.
   The NPU cuts log lines too, further out (``wire.transport_line_bytes``); a line it
@@ -31,6 +31,7 @@ store fail the node with an error naming the port.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -273,6 +274,13 @@ class ExecutionFrames:
         outcome.next_nodes = event["next_nodes"]
         outcome.status_message = self._final_text(event["status_message"], MAX_STATUS_BYTES)
         outputs: dict[str, Any] = event["outputs"]
+        size = _encoded_size(outputs)
+        if size > self._limits.max_output_bytes:
+            # The runtime refuses such outputs itself: this answer did not come from it.
+            raise ProtocolViolation(
+                f"the NPU sent outputs of {size:,} bytes of JSON, over the cap of "
+                f"{self._limits.max_output_bytes:,} bytes"
+            )
         for port, value in outputs.items():
             problem = _unstorable(port, value)
             if problem is not None:
@@ -301,6 +309,12 @@ class ExecutionFrames:
     def _final_text(self, text: str, max_bytes: int) -> str:
         """Masked first, then cleaned for storage and cut to its final length."""
         return cut_text(clean_text(self._masker.mask_text(text)), max_bytes)[0]
+
+
+def _encoded_size(outputs: dict[str, Any]) -> int:
+    """The outputs' size as the runtime measures it against the cap (npu_image/flowkit/
+    _result.py): each port's value as ASCII-escaped JSON."""
+    return sum(len(json.dumps(value, ensure_ascii=True)) for value in outputs.values())
 
 
 def _unstorable(port: str, value: Any) -> str | None:

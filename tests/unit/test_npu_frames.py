@@ -214,3 +214,13 @@ def test_no_stored_or_streamed_log_line_holds_a_form_of_a_secret(secret, before,
     for text in stored:
         for form in masked_forms([secret]):
             assert form not in text
+
+
+def test_outputs_over_the_cap_are_a_protocol_violation_as_the_runtime_never_sends_them():
+    outputs = {"a": "x" * 49, "b": "y" * 49}  # 51 + 51 bytes of JSON
+    frames, outcome, _ = reader(replace(LIMITS, max_output_bytes=102))
+    feed(frames, outcome, {**RESULT, "outputs": outputs})
+    assert outcome.outputs == outputs
+    frames, _, _ = reader(replace(LIMITS, max_output_bytes=101))
+    with pytest.raises(ProtocolViolation, match="outputs of 102 bytes of JSON, over the cap of 101"):
+        frames.apply({**RESULT, "outputs": outputs})

@@ -129,10 +129,12 @@ def _one_of(choices: frozenset[str]) -> Callable[[str, str, Any], str]:
     return check
 
 
-def _names(kind: str, field: str, value: Any) -> list[str]:
+def _node_ids(kind: str, field: str, value: Any) -> list[str]:
+    # Cleaned, not refused: a node may name a successor that does not exist (an empty
+    # name, a typo), and the engine then fails it naming that successor.
     if not isinstance(value, list) or len(value) > MAX_NEXT_NODES:
-        raise _fail(kind, field, f"is not a list of at most {MAX_NEXT_NODES:,} names")
-    return [_name(kind, field, item) for item in value]
+        raise _fail(kind, field, f"is not a list of at most {MAX_NEXT_NODES:,} node ids")
+    return [clean_text(_text(kind, field, item))[:MAX_NAME_CHARS] for item in value]
 
 
 def _ports(kind: str, field: str, value: Any) -> dict[str, Any]:
@@ -152,7 +154,7 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
     ),
     "log_dropped": ({"lines": _count, "bytes": _count}, {"ts": _number}),
     "result": (
-        {"next_nodes": _names, "outputs": _ports, "status_message": _text},
+        {"next_nodes": _node_ids, "outputs": _ports, "status_message": _text},
         {"oom_kills": _optional_count, "ts": _number},
     ),
     "error": (

@@ -80,7 +80,6 @@ FORGED = {
     "time as text": {**LOG, "ts": "noon"},
     "pid as text": {"type": "started", "pid": "1"},
     "next node not a name": {**RESULT, "next_nodes": [1]},
-    "next node with NUL": {**RESULT, "next_nodes": ["a\x00b"]},
     "next nodes not a list": {**RESULT, "next_nodes": "b"},
     "outputs not an object": {**RESULT, "outputs": [1, 2]},
     "status not text": {**RESULT, "status_message": 5},
@@ -224,3 +223,9 @@ def test_outputs_over_the_cap_are_a_protocol_violation_as_the_runtime_never_send
     frames, _, _ = reader(replace(LIMITS, max_output_bytes=101))
     with pytest.raises(ProtocolViolation, match="outputs of 102 bytes of JSON, over the cap of 101"):
         frames.apply({**RESULT, "outputs": outputs})
+
+
+def test_a_successor_named_wrongly_is_kept_cleaned_for_the_engine_to_refuse_by_name():
+    frames, outcome, _ = reader()
+    feed(frames, outcome, {**RESULT, "next_nodes": ["", "a\x00b", "n" * 300]})
+    assert outcome.next_nodes == ["", "a\ufffdb", "n" * 200]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
@@ -266,14 +267,22 @@ def do_redispatch_overdue(
     False (the worker that took them is lost, or restarted), messages taken by a worker
     and not acknowledged count as gone too. A duplicate is harmless anyway, since an
     attempt is claimed once. Every worker calls this on every heartbeat; the
-    conditional update lets exactly one of them re-send each dispatch, and each
-    dispatch checked is looked at again only ``overdue_after_s`` later."""
+    conditional update lets exactly one of them re-send each dispatch, and a dispatch
+    found in the broker is looked for again, by any worker, only ``overdue_after_s``
+    later (noted in the shared cache: its ``due_at`` stays as it was, the dispatch
+    latency's start)."""
     now = timezone.now()
     cutoff = now - timedelta(seconds=overdue_after_s)
-    overdue = NodeRun.objects.filter(
-        state="queued", dispatched=True, due_at__lt=cutoff, run__state="running"
-    ).values_list("id", "run_id", "node_id", "attempt")
-    rows = {(str(run_id), node_id, attempt): row_id for row_id, run_id, node_id, attempt in overdue[:500]}
+    overdue = (
+        NodeRun.objects.filter(state="queued", dispatched=True, due_at__lt=cutoff, run__state="running")
+        .order_by("due_at")
+        .values_list("id", "run_id", "node_id", "attempt")
+    )
+    rows = {(str(run_id), node_id, attempt): row_id for row_id, run_id, node_id, attempt in overdue[:5000]}
+    if trust_delivered:
+        looked = _looked_at_lately(rows)
+        rows = {key: row_id for key, row_id in rows.items() if key not in looked}
+    rows = dict(list(rows.items())[:500])
     missing = _not_in_broker(list(rows), trust_delivered=trust_delivered)
     if missing:
         time.sleep(CONFIRM_LOST_AFTER_S)
@@ -285,8 +294,7 @@ def do_redispatch_overdue(
         }
         missing = _not_in_broker([key for key in missing if key in still], trust_delivered=trust_delivered)
     # The broker holds the others: look again once they are overdue again.
-    held = [row_id for key, row_id in rows.items() if key not in missing]
-    NodeRun.objects.filter(id__in=held, state="queued", due_at__lt=cutoff).update(due_at=now)
+    _note_looked_at([key for key in rows if key not in missing], overdue_after_s)
     resent = []
     for key in missing:
         if NodeRun.objects.filter(id=rows[key], state="queued", attempt=key[2], due_at__lt=cutoff).update(
@@ -297,6 +305,28 @@ def do_redispatch_overdue(
         log.warning("re-sending %d overdue dispatches the broker lost: %s", len(resent), resent[:10])
         fcb_store.send_dispatches(resent)
     return resent
+
+
+def _looked_at_key(dispatch: tuple[str, str, int]) -> str:
+    return f"dispatch-in-broker:{dispatch_task_id(*dispatch)}"
+
+
+def _looked_at_lately(dispatches: Iterable[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
+    keys = {_looked_at_key(dispatch): dispatch for dispatch in dispatches}
+    try:
+        return {keys[key] for key in cache.get_many(list(keys))}
+    except Exception:  # without the cache, every dispatch is looked at
+        log.warning("could not read which dispatches were found in the broker lately", exc_info=True)
+        return set()
+
+
+def _note_looked_at(dispatches: list[tuple[str, str, int]], for_s: float) -> None:
+    if not dispatches or for_s <= 0:
+        return
+    try:
+        cache.set_many({_looked_at_key(dispatch): 1 for dispatch in dispatches}, timeout=max(1, round(for_s)))
+    except Exception:  # they are looked at again on the next heartbeat
+        log.warning("could not note the dispatches found in the broker", exc_info=True)
 
 
 def _not_in_broker(

@@ -93,6 +93,12 @@ def engine():
 def test_the_npu_profile_refuses_them_to_a_process_without_the_execution_s_filter(engine):
     """At the fork server's level: a process of an NPU, created with every option the
     worker gives one, that runs the same attempts instead of the fork server."""
+    if runtime() == "runsc":
+        pytest.skip(
+            "runsc ignores the container's seccomp profile (registered without --oci-seccomp, "
+            "which refuses select(2) to the fork server in this release): each execution's own "
+            "filter is the layer there (test_node_code_can_neither_trace_nor_read_another_process)"
+        )
     options = npu_container_options(
         image=settings.FLOWKIT_NPU_IMAGE, limits=NodeLimits.defaults(),
         labels={"flowkit.security.outer-layer": "1"}, runtime=runtime(), network_name="none",

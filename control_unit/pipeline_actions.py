@@ -70,6 +70,8 @@ def do_update_pipeline(
     if description is not None and description != pipeline.description:
         changes["description"] = True
         pipeline.description = description
+    if not changes:
+        return pipeline  # nothing to store, and nothing happened to audit
     pipeline.save()
     audit.record("pipeline.update", user, pipeline.id, **changes)
     return pipeline

@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 
 from web_ui import app_shell, vault_views
 from web_ui.api.api import api
+from web_ui.api.errors import no_such_endpoint
 from web_ui.health import healthz
 from web_ui.metrics import metrics
 from web_ui.rate_limits import RateLimitedLoginView
@@ -11,7 +12,11 @@ from web_ui.rate_limits import RateLimitedLoginView
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
+    # Under /api/, every path no operation serves answers JSON, its root included
+    # (ninja's root view raises a bare Http404, which Django renders as HTML).
+    re_path(r"^api/$", no_such_endpoint),
     path("api/", api.urls),
+    re_path(r"^api/", no_such_endpoint),
     path("admin/", admin.site.urls),
     path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),

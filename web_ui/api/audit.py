@@ -7,6 +7,7 @@ from typing import Any
 
 from django.http import HttpRequest
 from ninja import Query, Router, Schema
+from pydantic import Field
 
 from control_unit.models import AuditEvent
 from web_ui.api.errors import in_utc
@@ -15,13 +16,16 @@ from web_ui.roles import ADMIN, require_role
 
 router = Router(tags=["audit"])
 ERRORS = error_responses(422)
+MAX_AUDIT_EVENTS = 1000
 
 
 class AuditFilters(Schema):
     action: str | None = None  # a prefix: "run." gives every run control
     actor: str | None = None
     since: datetime | None = None
-    limit: int = 200
+    limit: int = Field(
+        200, ge=1, le=MAX_AUDIT_EVENTS, description=f"events per answer, at most {MAX_AUDIT_EVENTS}"
+    )
 
 
 class AuditEventOut(Schema):
@@ -46,4 +50,4 @@ def audit_log(request: HttpRequest, filters: Query[AuditFilters]) -> Any:
         events = events.filter(actor=filters.actor)
     if filters.since:
         events = events.filter(at__gte=in_utc(filters.since, "since"))
-    return events[: max(1, min(filters.limit, 1000))]
+    return events[: filters.limit]

@@ -7,7 +7,9 @@ from typing import Any
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import HttpBearer, SessionAuth
+from ninja.utils import check_csrf
 
+from web_ui.api.errors import ApiError
 from web_ui.models import ApiToken, hash_token
 
 
@@ -21,5 +23,20 @@ class TokenAuth(HttpBearer):
         return row.user
 
 
-# SessionAuth checks the CSRF token on unsafe methods; token clients need none.
-AUTH = [TokenAuth(), SessionAuth(csrf=True)]
+class SignedInSession(SessionAuth):
+    """The session of a signed-in user, whose unsafe requests must carry the CSRF token.
+
+    Ninja's SessionAuth checks CSRF first, so a request without a session was told
+    "CSRF check failed" (403) instead of "sign in" (401): here there is no session to
+    forge a request with, and the answer is the 401 of every other unauthenticated call."""
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        if not request.user.is_authenticated:
+            return None
+        if not getattr(request, "_ninja_csrf_exempt", False) and check_csrf(request):
+            raise ApiError(403, "csrf_failed", "the CSRF token is missing or wrong: send it as X-CSRFToken")
+        return request.COOKIES.get(self.param_name)
+
+
+# Session-authenticated unsafe methods need the CSRF token; token clients need none.
+AUTH = [TokenAuth(), SignedInSession(csrf=True)]

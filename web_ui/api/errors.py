@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
@@ -41,6 +41,14 @@ def error(
     api: NinjaAPI, request: HttpRequest, status: int, code: str, message: str, **extra: Any
 ) -> HttpResponse:
     return api.create_response(request, {"code": code, "message": message, **extra}, status=status)
+
+
+def no_such_endpoint(request: HttpRequest) -> JsonResponse:
+    """The answer under /api/ to a path no operation serves: JSON like every API error,
+    not the site's HTML page."""
+    return JsonResponse(
+        {"code": "not_found", "message": f"there is no API endpoint {request.path_info}"}, status=404
+    )
 
 
 def install_error_handlers(api: NinjaAPI) -> None:

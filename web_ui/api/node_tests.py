@@ -13,6 +13,7 @@ from ninja import Router, Status
 
 from control_unit.actions import do_cancel_node_test_run, do_start_node_test_run
 from control_unit.models import NodeTestRun
+from web_ui.api.refusals import refusals_audited
 from web_ui.api.schemas import NodeTestIn, NodeTestOut, NodeTestStartedOut, error_responses
 from web_ui.rate_limits import check_run_start_rate
 from web_ui.roles import EDITOR, VIEWER, require_role
@@ -45,6 +46,7 @@ def get_node_test(request: HttpRequest, test_run_id: UUID) -> NodeTestRun:
 @router.post("/{test_run_id}/cancel", response={200: NodeTestOut, **ERRORS})
 def cancel_node_test(request: HttpRequest, test_run_id: UUID) -> NodeTestRun:
     """Stop a queued or running test run (409 once it has finished)."""
-    require_role(request.user, EDITOR)
-    test_run = get_object_or_404(NodeTestRun, id=test_run_id)
-    return do_cancel_node_test_run(test_run.id, user=request.user)
+    with refusals_audited(request, "node_test.cancel", test_run_id):
+        require_role(request.user, EDITOR)
+        test_run = get_object_or_404(NodeTestRun, id=test_run_id)
+        return do_cancel_node_test_run(test_run.id, user=request.user)

@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema, Status
+from pydantic import Field
 
 from control_unit import run_actions
 from control_unit.fcb_store import graph_of
@@ -18,6 +19,7 @@ from control_unit.models import NodeRun, Run
 from control_unit.node_inputs import node_rows
 from trace_monitor.previews import capped_node
 from web_ui.api.errors import ApiError, in_utc
+from web_ui.api.refusals import refusals_audited
 from web_ui.api.schemas import ErrorOut, RerunIn, RunDetailOut, RunOut, error_responses
 from web_ui.rate_limits import check_run_start_rate
 from web_ui.roles import EDITOR, VIEWER, require_role
@@ -25,6 +27,7 @@ from web_ui.roles import EDITOR, VIEWER, require_role
 router = Router(tags=["runs"])
 ERRORS = error_responses(404, 409, 422)
 NODE_FIELDS = (*NodeRun.VISIBLE_FIELDS, "worker", "container_id")
+MAX_RUNS_PER_PAGE = 1000
 
 
 class RunFilters(Schema):
@@ -34,7 +37,9 @@ class RunFilters(Schema):
     until: datetime | None = None
     # The next page: runs older than this one, the last of the page before.
     before: UUID | None = None
-    limit: int = 100
+    limit: int = Field(
+        100, ge=1, le=MAX_RUNS_PER_PAGE, description=f"runs per page, at most {MAX_RUNS_PER_PAGE}"
+    )
 
 
 def run_out(run: Run, detail: bool = False) -> dict[str, Any]:
@@ -85,7 +90,7 @@ def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> list[dict[str
         # neither repeated nor skipped across pages.
         runs = runs.filter(Q(created_at__lt=last) | Q(created_at=last, id__lt=filters.before))
     runs = runs.order_by("-created_at", "-id")
-    return [run_out(run) for run in runs[: max(1, min(filters.limit, 1000))]]
+    return [run_out(run) for run in runs[: filters.limit]]
 
 
 @router.get("/{run_id}", response={200: RunDetailOut, **ERRORS})
@@ -96,31 +101,37 @@ def get_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
 
 @router.post("/{run_id}/pause", response={200: RunOut, **ERRORS})
 def pause_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
-    require_role(request.user, EDITOR)
-    return run_out(run_actions.do_pause_run(_run(run_id).id, request.user))
+    with refusals_audited(request, "run.pause", run_id):
+        require_role(request.user, EDITOR)
+        return run_out(run_actions.do_pause_run(_run(run_id).id, request.user))
 
 
 @router.post("/{run_id}/resume", response={200: RunOut, **ERRORS})
 def resume_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
-    require_role(request.user, EDITOR)
-    return run_out(run_actions.do_resume_run(_run(run_id).id, request.user))
+    with refusals_audited(request, "run.resume", run_id):
+        require_role(request.user, EDITOR)
+        return run_out(run_actions.do_resume_run(_run(run_id).id, request.user))
 
 
 @router.post("/{run_id}/cancel", response={200: RunOut, **ERRORS})
 def cancel_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
-    require_role(request.user, EDITOR)
-    return run_out(run_actions.do_cancel_run(_run(run_id).id, user=request.user))
+    with refusals_audited(request, "run.cancel", run_id):
+        require_role(request.user, EDITOR)
+        return run_out(run_actions.do_cancel_run(_run(run_id).id, user=request.user))
 
 
 @router.post("/{run_id}/restart", response={201: RunOut, 429: ErrorOut, **ERRORS})
 def restart_run(request: HttpRequest, run_id: UUID) -> Status[Any]:
-    require_role(request.user, EDITOR)
-    check_run_start_rate(request)
-    return Status(201, run_out(run_actions.do_restart_run(_run(run_id).id, request.user)))
+    with refusals_audited(request, "run.restart", run_id):
+        require_role(request.user, EDITOR)
+        check_run_start_rate(request)
+        return Status(201, run_out(run_actions.do_restart_run(_run(run_id).id, request.user)))
 
 
 @router.post("/{run_id}/rerun", response={201: RunOut, 429: ErrorOut, **ERRORS})
 def rerun_from(request: HttpRequest, run_id: UUID, payload: RerunIn) -> Status[Any]:
-    require_role(request.user, EDITOR)
-    check_run_start_rate(request)
-    return Status(201, run_out(run_actions.do_rerun_from(_run(run_id).id, payload.node_id, request.user)))
+    with refusals_audited(request, "run.rerun", run_id):
+        require_role(request.user, EDITOR)
+        check_run_start_rate(request)
+        run = run_actions.do_rerun_from(_run(run_id).id, payload.node_id, request.user)
+        return Status(201, run_out(run))

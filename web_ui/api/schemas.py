@@ -15,6 +15,9 @@ class ErrorOut(Schema):
     message: str
     # invalid_request: where the request differs from the schema (pydantic's errors).
     detail: list[dict[str, Any]] | None = None
+    # invalid_text, invalid_json, invalid_request from the input layer (web_ui/api/input.py):
+    # where the refused input is, as "body.input.a.0", "query.search" or "path.node_id".
+    field: str | None = None
 
 
 def error_responses(*codes: int) -> dict[int, Any]:

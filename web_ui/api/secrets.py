@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router, Schema, Status
+from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
 from secret_manager import actions
@@ -16,6 +16,7 @@ from web_ui.roles import ADMIN, EDITOR, VIEWER, Forbidden, has_role
 router = Router(tags=["secrets"])
 ERRORS = error_responses(404, 409, 422)
 MAX_VALUE_CHARS = 65536
+MAX_AUDIT_EVENTS = 5000
 
 
 class SecretIn(Schema):
@@ -73,9 +74,14 @@ def create_secret(request: HttpRequest, payload: SecretIn) -> Status[Any]:
 
 # Before /{name}: Django tries the routes in order, and /audit must not be taken for a name.
 @router.get("/audit", response={200: list[AuditEventOut], **ERRORS})
-def audit_log(request: HttpRequest, limit: int = 200) -> Any:
+def audit_log(
+    request: HttpRequest,
+    limit: int = Query(
+        200, ge=1, le=MAX_AUDIT_EVENTS, description=f"events per answer, at most {MAX_AUDIT_EVENTS}"
+    ),
+) -> Any:
     _require(request, ADMIN, "read audit log", [])
-    return actions.audit_log(limit=max(1, min(limit, 5000)))
+    return actions.audit_log(limit=limit)
 
 
 @router.put("/{name}", response={200: SecretOut, **ERRORS})

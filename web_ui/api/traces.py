@@ -12,6 +12,7 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema
+from pydantic import Field
 
 from control_unit import run_stream
 from control_unit.fcb_store import graph_of
@@ -42,7 +43,12 @@ class EventFilters(Schema):
     after: int = 0
     kind: list[str] | None = None
     node: str | None = None
-    limit: int = 500
+    limit: int = Field(
+        500,
+        ge=1,
+        le=run_stream.MAX_EVENTS_PER_READ,
+        description=f"events per page, at most {run_stream.MAX_EVENTS_PER_READ}",
+    )
 
 
 class EventOut(Schema):
@@ -104,7 +110,7 @@ def run_events(request: HttpRequest, run_id: UUID, filters: Query[EventFilters])
     unknown = set(filters.kind or ()) - ALL_KINDS
     if unknown:
         raise ApiError(422, "unknown_kind", f"unknown event kind(s): {', '.join(sorted(unknown))}")
-    limit = max(1, min(filters.limit, run_stream.MAX_EVENTS_PER_READ))
+    limit = filters.limit
     events = run_stream.events_after(
         run.id, filters.after, limit + 1, kinds=filters.kind, node_id=filters.node
     )

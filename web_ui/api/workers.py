@@ -9,6 +9,7 @@ from ninja import Router, Status
 
 from node_runner.drain import DrainError, UnknownWorker, do_drain_worker
 from web_ui.api.errors import ApiError
+from web_ui.api.refusals import refusals_audited
 from web_ui.api.schemas import error_responses
 from web_ui.roles import ADMIN, require_role
 
@@ -19,10 +20,11 @@ router = Router(tags=["workers"])
 def drain(request: HttpRequest, name: str) -> Status:
     """Stop the worker taking nodes; it finishes those it runs, then exits. Its state
     on /api/workers shows draining, then stopped."""
-    require_role(request.user, ADMIN)
-    try:
-        order = do_drain_worker(name, user=request.user, via="api")
-    except DrainError as exc:
-        status = 404 if isinstance(exc, UnknownWorker) else 409
-        raise ApiError(status, "cannot_drain", str(exc)) from None
+    with refusals_audited(request, "worker.drain", name):
+        require_role(request.user, ADMIN)
+        try:
+            order = do_drain_worker(name, user=request.user, via="api")
+        except DrainError as exc:
+            status = 404 if isinstance(exc, UnknownWorker) else 409
+            raise ApiError(status, "cannot_drain", str(exc)) from None
     return Status(202, {"worker": order.worker, "state": "draining", "queues": list(order.queues)})

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from typing import Any
 from urllib.parse import parse_qs
+from uuid import UUID
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -29,14 +30,21 @@ CATCH_UP_EVERY_S = 3.0
 
 
 class _ReadOnlyConsumer(AsyncJsonWebsocketConsumer):
+    async def refuse(self, code: int) -> None:
+        """Accept, then close with ``code``: closing before accepting is answered at the
+        handshake with HTTP 403, and the page would see 1006 for every reason alike,
+        not the 44xx that tells it to stop retrying and say why."""
+        await self.accept()
+        await self.close(code=code)
+
     async def allowed(self) -> bool:
         """Close with the reason and return False unless a viewer (or more) asks."""
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.refuse(CLOSE_UNAUTHENTICATED)
             return False
         if not await database_sync_to_async(has_role)(user, VIEWER):
-            await self.close(code=CLOSE_FORBIDDEN)
+            await self.refuse(CLOSE_FORBIDDEN)
             return False
         return True
 
@@ -56,16 +64,24 @@ class RunConsumer(_ReadOnlyConsumer):
     events it missed), then every event in sequence order, in batches."""
 
     async def connect(self) -> None:
-        self.run_id = str(self.scope["url_route"]["kwargs"]["run_id"])
+        self.run_id = ""
         self.last_seq = 0
-        self.group = run_group(self.run_id)
+        self.group = ""
         self._lock = asyncio.Lock()
         self._watch: asyncio.Task[None] | None = None
         if not await self.allowed():
             return
-        if not await database_sync_to_async(Run.objects.filter(id=self.run_id).exists)():
-            await self.close(code=CLOSE_NOT_FOUND)
+        # The route takes any segment, so that a malformed id is "no such run" (4404)
+        # rather than a routing error, which the server answered with HTTP 500.
+        try:
+            self.run_id = str(UUID(self.scope["url_route"]["kwargs"]["run_id"]))
+        except ValueError:
+            await self.refuse(CLOSE_NOT_FOUND)
             return
+        if not await database_sync_to_async(Run.objects.filter(id=self.run_id).exists)():
+            await self.refuse(CLOSE_NOT_FOUND)
+            return
+        self.group = run_group(self.run_id)
         # Join before reading, so nothing committed in between is missed; sequence
         # numbers drop what arrives twice.
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -86,7 +102,8 @@ class RunConsumer(_ReadOnlyConsumer):
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def run_events(self, message: dict[str, Any]) -> None:
         async with self._lock:
@@ -126,14 +143,25 @@ class MonitorConsumer(_ReadOnlyConsumer):
     heartbeats and NPU resource samples."""
 
     async def connect(self) -> None:
+        self.joined = False
         if not await self.allowed():
             return
+        self.joined = True
         await self.channel_layer.group_add(MONITOR_GROUP, self.channel_name)
         await self.accept()
         await self.send_json(await database_sync_to_async(resource_monitor.snapshot)())
 
     async def disconnect(self, code: int) -> None:
-        await self.channel_layer.group_discard(MONITOR_GROUP, self.channel_name)
+        if self.joined:
+            await self.channel_layer.group_discard(MONITOR_GROUP, self.channel_name)
+
+
+class NoSuchStream(AsyncJsonWebsocketConsumer):
+    """Any other path under the WebSocket router: closed with 4404, not a routing error."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.close(code=CLOSE_NOT_FOUND)
 
     async def monitor_worker(self, message: dict[str, Any]) -> None:
         await self.send_json({"type": "worker", "worker": message["worker"]})

@@ -262,7 +262,8 @@ def test_trace_latency_to_a_websocket_client(warm_worker: BenchWorker, daphne: W
     transport: list[float] = []
     with connect(
         f"ws://127.0.0.1:{daphne.port}/ws/runs/{run.id}/",
-        additional_headers={"Origin": "http://localhost", "Cookie": session_cookie("viewer")},
+        # The page Daphne serves at that address: the origin check compares the port too.
+        additional_headers={"Origin": f"http://127.0.0.1:{daphne.port}", "Cookie": session_cookie("viewer")},
         max_size=None,
     ) as ws:
         assert json.loads(ws.recv(timeout=30))["type"] == "snapshot"

@@ -104,7 +104,11 @@ def test_a_node_run_twice_shows_its_dedicated_npu_with_two_executions_and_its_me
         return npu if npu is not None and npu["executions"] == 2 else None
 
     wait_until("a heartbeat lists the NPU with its two executions", listed_by_heartbeat)
-    headers = [(b"origin", b"http://localhost"), (b"cookie", session_cookie().encode())]
+    headers = [
+        (b"origin", b"http://localhost"),
+        (b"host", b"localhost"),
+        (b"cookie", session_cookie().encode()),
+    ]
 
     async def monitor_snapshot() -> dict[str, Any]:
         communicator = WebsocketCommunicator(application, "/ws/monitor/", headers=headers)

@@ -22,7 +22,9 @@ from web_ui import streams
 from web_ui.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
+# A page of this site: the origin matches the handshake's scheme, Host and port.
 ORIGIN = (b"origin", b"http://localhost")
+HOST = (b"host", b"localhost")
 CHAIN = {
     "schema_version": 1,
     "nodes": [{"id": "a", "code": "", "outputs": ["out"]}, {"id": "b", "code": "", "inputs": ["in"]}],
@@ -32,14 +34,14 @@ CHAIN = {
 
 def session_headers(role: str | None) -> list[tuple[bytes, bytes]]:
     if role is None:
-        return [ORIGIN]
+        return [ORIGIN, HOST]
     user = User.objects.create_user(f"ws-{role}", password="a long enough password 123")
     if role != "none":
         user.groups.add(Group.objects.get_or_create(name=role)[0])
     client = Client()
     client.force_login(user)
     cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-    return [ORIGIN, (b"cookie", cookie.encode())]
+    return [ORIGIN, HOST, (b"cookie", cookie.encode())]
 
 
 async def open_stream(run_id, headers, query=""):
@@ -64,16 +66,18 @@ def test_anonymous_users_and_users_without_a_role_are_refused(no_broker, role, c
     headers = session_headers(role)
 
     async def attempt():
-        communicator, connected, close_code = await open_stream(run.id, headers)
+        communicator, connected, _ = await open_stream(run.id, headers)
+        closed = await communicator.receive_output(timeout=5)
         await communicator.disconnect()
-        return connected, close_code
+        return connected, closed
 
-    assert async_to_sync(attempt)() == (False, code)
+    # Accepted, then closed with the reason, which the page shows instead of retrying.
+    assert async_to_sync(attempt)() == (True, {"type": "websocket.close", "code": code})
 
 
 def test_a_foreign_origin_is_refused(no_broker):
     run = queued_chain()
-    headers = [(b"origin", b"http://evil.example"), session_headers("viewer")[1]]
+    headers = [(b"origin", b"http://evil.example"), HOST, session_headers("viewer")[2]]
 
     async def attempt():
         communicator, connected, _ = await open_stream(run.id, headers)

@@ -20,7 +20,8 @@ from trace_monitor.models import TraceEvent, WorkerStatus
 from web_ui.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ORIGIN = "http://localhost"
+ORIGIN = "http://localhost"  # with HOST: a page of this site
+HOST = "localhost"
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -28,7 +29,8 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 def run_stream(server, run_id, cookie, after=None):
     query = "" if after is None else f"?after={after}"
     url = f"ws://127.0.0.1:{server.port}/ws/runs/{run_id}/{query}"
-    with connect(url, additional_headers={"Origin": ORIGIN, "Cookie": cookie}, max_size=None) as ws:
+    origin = f"http://127.0.0.1:{server.port}"  # the page that Daphne serves there
+    with connect(url, additional_headers={"Origin": origin, "Cookie": cookie}, max_size=None) as ws:
         yield ws
 
 
@@ -140,7 +142,7 @@ def test_no_event_is_lost_across_a_restart_of_the_web_process(web_server):
 
 
 def test_the_resource_monitor_shows_workers_their_npus_and_live_samples(celery_worker):
-    headers = [(b"origin", ORIGIN.encode()), (b"cookie", session_cookie().encode())]
+    headers = [(b"origin", ORIGIN.encode()), (b"host", HOST.encode()), (b"cookie", session_cookie().encode())]
     worker = celery_worker.name
     # Each test starts on emptied tables; the worker's next heartbeat registers it again.
     deadline = time.monotonic() + 15
@@ -191,10 +193,12 @@ def test_the_resource_monitor_shows_workers_their_npus_and_live_samples(celery_w
 def test_the_resource_monitor_refuses_anonymous_users(transactional_db):
     async def attempt():
         communicator = WebsocketCommunicator(
-            application, "/ws/monitor/", headers=[(b"origin", b"http://localhost")]
+            application, "/ws/monitor/", headers=[(b"origin", ORIGIN.encode()), (b"host", HOST.encode())]
         )
-        connected, code = await communicator.connect()
+        connected, _ = await communicator.connect()
+        closed = await communicator.receive_output(timeout=5)
         await communicator.disconnect()
-        return connected, code
+        return connected, closed
 
-    assert async_to_sync(attempt)() == (False, 4401)
+    # Accepted, then closed with the reason, which the page shows instead of retrying.
+    assert async_to_sync(attempt)() == (True, {"type": "websocket.close", "code": 4401})

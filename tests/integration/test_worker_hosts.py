@@ -45,7 +45,11 @@ LAYERS = 5
 
 def monitor_snapshot() -> dict[str, Any]:
     """The snapshot the resource monitor page receives on /ws/monitor/."""
-    headers = [(b"origin", b"http://localhost"), (b"cookie", session_cookie().encode())]
+    headers = [
+        (b"origin", b"http://localhost"),
+        (b"host", b"localhost"),
+        (b"cookie", session_cookie().encode()),
+    ]
 
     async def receive() -> dict[str, Any]:
         communicator = WebsocketCommunicator(application, "/ws/monitor/", headers=headers)

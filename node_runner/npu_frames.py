@@ -21,8 +21,8 @@ trusts nothing a frame says about itself:
   The NPU cuts log lines too, further out (``wire.transport_line_bytes``); a line it
   cut is masked as cut (``Masker.mask_cut_line``).
 - Verdicts are the runner's: an error frame cannot claim one (``RUNNER_VERDICTS``),
-  and what a frame says about out-of-memory kills is not read (the fork server's
-  counts are, in npu_execution).
+  and out-of-memory kills are counted by the fork server, not by the execution (in
+  npu_execution).
 
 A node still returns whatever outputs its code returns: that is its right (however
 deep: nothing after the parser walks them by recursion). Outputs the database cannot
@@ -155,7 +155,7 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
     "log_dropped": ({"lines": _count, "bytes": _count}, {"ts": _number}),
     "result": (
         {"next_nodes": _node_ids, "outputs": _ports, "status_message": _text},
-        {"oom_kills": _optional_count, "ts": _number},
+        {"ts": _number},
     ),
     "error": (
         {"error_type": _name, "message": _text},
@@ -163,7 +163,6 @@ SCHEMA: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
             "traceback": _text,
             "port": _optional_name,
             "line": _optional_count,
-            "oom_kills": _optional_count,
             "ts": _number,
         },
     ),

@@ -1,21 +1,20 @@
 """Entry point of an NPU: read one job from stdin, run the node, report on stdout.
 
-Wire protocol (version 1):
+Wire protocol (version 2; ``PROTOCOL_VERSION``, which the fork server announces):
 
-* runner -> NPU: one JSON document (the job), then end of file::
+* runner -> NPU: one JSON document (the job)::
 
-      {"protocol": 1, "code": "...", "inputs": {...}, "secrets": {"NAME": "value"},
+      {"protocol": 2, "code": "...", "inputs": {...}, "secrets": {"NAME": "value"},
        "node": {"id": "...", "label": "...", "attempt": 1, "idempotency_key": "run/node"},
        "limits": {"max_output_bytes": N, "max_log_lines": N, "max_log_bytes": N,
                   "max_log_line_bytes": N, "flood_bytes": N}}
 
-* NPU -> runner: JSON lines on stdout, in this order: ``started``; any number of
-  ``log`` (level, stream, message); at most one ``log_dropped`` (lines, bytes); then
-  exactly one terminal event, ``result`` (next_nodes, outputs, status_message) or
-  ``error`` (error_type, message, traceback, optional port and line). A terminal event
-  after the node ran also carries ``oom_kills``: how many of the NPU's processes the
-  kernel's out-of-memory killer took, read from its own cgroup (null where the
-  sandbox shows none, as under gVisor).
+* NPU -> runner: JSON lines, in this order: ``started`` (pid, python); any number of
+  ``log`` (level, stream, message, truncated); at most one ``log_dropped`` (lines,
+  bytes); then exactly one terminal event, ``result`` (next_nodes, outputs,
+  status_message) or ``error`` (error_type, message, traceback, optional port and
+  line). Each carries ``ts``, and nothing else: the runner checks every frame against
+  this (node_runner/npu_frames.py), because the node's code can write frames too.
 
 Anything else the process writes (an interpreter crash) goes to stderr, which the
 runner keeps as a diagnostic.
@@ -83,29 +82,9 @@ def serve(channel: Channel, read_job: Callable[[], bytes]) -> NoReturn:
         channel.emit(
             {"type": "log_dropped", "lines": job.budget.dropped_lines, "bytes": job.budget.dropped_bytes}
         )
-    channel.emit_final({**outcome, "oom_kills": oom_kills()})
+    channel.emit_final(outcome)
     # Skip atexit hooks and threads the node left running: the answer is out.
     os._exit(0)
-
-
-# The NPU's own memory cgroup, as the container sees it: cgroup v2, then v1.
-OOM_COUNTERS = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
-
-
-def oom_kills() -> int | None:
-    """The out-of-memory kills in this NPU so far. The runner reads it to tell a node
-    whose child processes were killed for memory without waiting for the container
-    to stop (the engine's own flag is only set then)."""
-    for path in OOM_COUNTERS:
-        try:
-            with open(path, encoding="ascii") as counters:
-                for line in counters:
-                    name, _, value = line.partition(" ")
-                    if name == "oom_kill":
-                        return int(value)
-        except (OSError, ValueError):
-            continue
-    return None
 
 
 def _parse_job(raw: bytes) -> _job.Job:

@@ -42,6 +42,7 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures shared with th
     TERMINAL_RUN_STATES,
     WorkerProcess,
     docker_engine,
+    no_broker,
     node_code,
     nodes_of,
     run_node,

@@ -116,8 +116,9 @@ value = 0
     assert attack.error["error_type"] == "ProtocolViolation"
 
 
-def test_a_success_claiming_out_of_memory_kills_stays_a_success(sandbox):
-    # The count in an answer is the node's word; only the fork server's counts decide.
+def test_a_success_claiming_out_of_memory_kills_is_refused_not_taken_for_one(sandbox):
+    # Once the runner read the count in an answer: a success became OutOfMemory. Only
+    # the fork server counts OOM kills now; the runtime sends no such field.
     attack = sandbox.attack(
         forged(
             """
@@ -127,8 +128,9 @@ value = 0
 """
         )
     )
-    assert attack.state == "succeeded", attack.error
-    assert attack.outputs == {"value": 1}
+    assert attack.state == "failed"
+    assert attack.error["error_type"] == "ProtocolViolation"
+    assert "unknown field" in attack.error["message"]
 
 
 def test_a_forged_log_flood_stores_no_more_than_the_line_budget(sandbox):

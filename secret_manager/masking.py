@@ -114,19 +114,9 @@ def python_escaped(value: str, *, quote_char: str, ascii_only: bool) -> str:
 
 
 def python_escaped_bytes(raw: bytes, *, quote_char: str) -> str:
-    """The inside of ``repr(raw)`` between ``quote_char`` quotes, as ``python_escaped``."""
-    out = []
-    for byte in raw:
-        char = chr(byte)
-        if char == "\\" or (quote_char and char == quote_char):
-            out.append("\\" + char)
-        elif char in _SHORT_ESCAPES:
-            out.append(_SHORT_ESCAPES[char])
-        elif 0x20 <= byte < 0x7F:
-            out.append(char)
-        else:
-            out.append(f"\\x{byte:02x}")
-    return "".join(out)
+    """The inside of ``repr(raw)`` between ``quote_char`` quotes: each byte as the
+    character of its value, written as ``ascii`` writes it."""
+    return python_escaped(raw.decode("latin-1"), quote_char=quote_char, ascii_only=True)
 
 
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}

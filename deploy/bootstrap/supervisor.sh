@@ -27,6 +27,7 @@ stop_supervisor() {
     fi
   fi
   rm -f "$SUPERVISOR_PID"
+  stop_orphans
   for name in web worker; do
     pid_file=$FLOWKIT_HOME/run/$name.pid
     [ -f "$pid_file" ] || continue
@@ -41,11 +42,36 @@ stop_supervisor() {
   done
 }
 
+# A supervisor killed outright (SIGKILL, an OOM kill) leaves its programs running
+# without it: a second worker under the same name, a web process holding the port.
+# They carry FLOWKIT_SUPERVISED_BY (start_supervisor), so they are found exactly, by
+# their environment, not by a name pattern that could match someone else's process.
+stop_orphans() {
+  local pid pids=()
+  for pid in $(grep -lsxzF "FLOWKIT_SUPERVISED_BY=$FLOWKIT_HOME" /proc/[0-9]*/environ | cut -d/ -f3); do
+    [ "$pid" = "$$" ] || pids+=("$pid")
+  done
+  [ "${#pids[@]}" -gt 0 ] || return 0
+  say "stopping ${#pids[@]} processes a killed supervisor left running (pids ${pids[*]})"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 30); do
+    any_alive "${pids[@]}" || break
+    sleep 1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+
+any_alive() {
+  local pid
+  for pid in "$@"; do kill -0 "$pid" 2>/dev/null && return 0; done
+  return 1
+}
+
 # Start the supervisor with the programs named in FLOWKIT_SUPERVISED (files beside
 # supervisord.conf); the variables the program files read must be exported.
 start_supervisor() {
   mkdir -p "$FLOWKIT_HOME/run" "$FLOWKIT_HOME/log"
-  export FLOWKIT_REPO=$REPO FLOWKIT_VENV=$VENV
+  export FLOWKIT_REPO=$REPO FLOWKIT_VENV=$VENV FLOWKIT_SUPERVISED_BY=$FLOWKIT_HOME
   "$VENV/bin/supervisord" -c "$SUPERVISOR_CONF" || die "the supervisor did not start; see $FLOWKIT_HOME/log/supervisord.log"
   for _ in $(seq 30); do supervisorctl_ pid >/dev/null 2>&1 && break; sleep 0.5; done
   say "supervisor running (pid $(cat "$SUPERVISOR_PID")); \`$VENV/bin/supervisorctl -s unix://$FLOWKIT_HOME/run/supervisor.sock status\` shows its programs"

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # What the issue allows between the kill and the run's end.
 RECOVERY_S = 30
 VENV = Path(sys.executable).parent.parent
+BOOTSTRAP = REPO / "deploy/bootstrap"
 
 
 @dataclass
@@ -78,6 +79,8 @@ def supervisor(own_queue: str, tmp_path: Path) -> Iterator[Supervisor]:
         # recovers the node: no peer would call this worker lost in time.
         "FLOWKIT_WORKER_LOST_AFTER_S": "600",
         "FLOWKIT_HOME": str(tmp_path),
+        # As start_supervisor (deploy/bootstrap/supervisor.sh) marks its programs.
+        "FLOWKIT_SUPERVISED_BY": str(tmp_path),
         "FLOWKIT_REPO": str(REPO),
         "FLOWKIT_VENV": str(VENV),
         "FLOWKIT_SUPERVISED": "worker.conf",
@@ -157,3 +160,29 @@ def test_the_supervisor_restarts_a_killed_worker_and_its_run_finishes_within_30_
     assert (first.outcome, first.error_type) == ("failed", "WorkerLost")
     assert NodeExecution.objects.get(run=run, node_id="n", attempt=2).worker == supervisor.worker_name
     assert supervisor.worker_pid() == restarted, "the new life kept running"
+
+
+def test_make_up_stops_what_a_killed_supervisor_left_running(supervisor):
+    orphan = supervisor.worker_pid()
+    os.kill(supervisor.pid(), signal.SIGKILL)
+    time.sleep(1)
+    assert _alive(orphan), "the worker should outlive its supervisor's SIGKILL"
+
+    # What make up and make down do first.
+    stopped = subprocess.run(
+        ["bash", "-c", f"source {BOOTSTRAP}/lib.sh; source {BOOTSTRAP}/supervisor.sh; stop_supervisor"],
+        env={**os.environ, "FLOWKIT_HOME": str(supervisor.home)},
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert stopped.returncode == 0, stopped.stderr
+    assert "a killed supervisor left running" in stopped.stdout
+    wait_until("the orphaned worker is gone", lambda: not _running(orphan), wait_s=5)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for init to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

@@ -155,6 +155,12 @@ class MonitorConsumer(_ReadOnlyConsumer):
         if self.joined:
             await self.channel_layer.group_discard(MONITOR_GROUP, self.channel_name)
 
+    async def monitor_worker(self, message: dict[str, Any]) -> None:
+        await self.send_json({"type": "worker", "worker": message["worker"]})
+
+    async def monitor_samples(self, message: dict[str, Any]) -> None:
+        await self.send_json({"type": "samples", "samples": message["samples"]})
+
 
 class NoSuchStream(AsyncJsonWebsocketConsumer):
     """Any other path under the WebSocket router: closed with 4404, not a routing error."""
@@ -162,12 +168,6 @@ class NoSuchStream(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         await self.accept()
         await self.close(code=CLOSE_NOT_FOUND)
-
-    async def monitor_worker(self, message: dict[str, Any]) -> None:
-        await self.send_json({"type": "worker", "worker": message["worker"]})
-
-    async def monitor_samples(self, message: dict[str, Any]) -> None:
-        await self.send_json({"type": "samples", "samples": message["samples"]})
 
 
 def _after(query_string: bytes) -> int | None:

@@ -164,6 +164,7 @@ class NodeRun(models.Model):
     VISIBLE_FIELDS = (
         "node_id", "state", "attempt", "reused", "reason", "inputs", "outputs", "next_nodes",
         "status_message", "error", "logs", "dropped_log_lines", "started_at", "finished_at",
+        "infra_retries",
     )  # fmt: skip
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="node_runs")

@@ -12,6 +12,8 @@ from typing import Any
 import docker
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client
 
 from node_runner.container_spec import ROLE_LABEL, ROLE_NPU
 from node_runner.reaper import CREATED_GRACE_S
@@ -70,6 +72,8 @@ def test_an_engine_restart_mid_node_uses_none_of_the_node_s_retries_and_leaves_n
     assert node.outputs == {"value": "slept"}
     assert node.infra_retries >= 1, "the engine's failure was retried on the infrastructure's budget"
     assert node.attempt - node.infra_retries == 1, "and none of the node's own retries was used"
+    shown = api_client().get(f"/api/runs/{run.id}").json()["nodes"]
+    assert [(n["node_id"], n["infra_retries"]) for n in shown] == [("n", node.infra_retries)]
     attempts = list(NodeExecution.objects.filter(run=run).order_by("attempt"))
     assert attempts[0].outcome == "failed", "the attempt the restart stopped"
     assert attempts[0].error_type == "EngineUnavailable", attempts[0].error_type
@@ -99,3 +103,9 @@ def test_an_engine_restart_mid_node_uses_none_of_the_node_s_retries_and_leaves_n
     while any(npu.id == stopped for npu in npu_containers(engine, run)):
         assert time.monotonic() < deadline, "the stopped NPU was never removed"
         time.sleep(0.5)
+
+
+def api_client() -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("engine-restart-admin", password="a long password 123"))
+    return client

@@ -106,6 +106,9 @@ class NodeRunOut(Schema):
     error: dict[str, Any] | None
     logs: list[dict[str, Any]]
     dropped_log_lines: int
+    # Attempts that ended because the Docker engine was away: retried on their own
+    # budget, not the node's retries (node_runner/engine_outage.py).
+    infra_retries: int = 0
     worker: str
     container_id: str
     started_at: datetime | None

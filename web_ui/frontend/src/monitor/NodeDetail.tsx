@@ -140,6 +140,9 @@ function NodeDetailView(props: Props) {
         </span>{" "}
         attempt {node.attempt}
         {node.worker ? ` on ${node.worker}` : ""}
+        {node.infra_retries
+          ? ` (retried ${node.infra_retries} × after the Docker engine was away; the node's own retries untouched)`
+          : ""}
       </p>
       {node.status_message ? <p data-testid="node-status">{node.status_message}</p> : null}
       {node.reason ? <p className="fk-muted">{node.reason}</p> : null}

@@ -42,6 +42,7 @@ export interface NodeView {
   status_message: string;
   error: NodeError | null;
   dropped_log_lines: number;
+  infra_retries?: number;
   started_at: string | null;
   finished_at: string | null;
   worker: string;

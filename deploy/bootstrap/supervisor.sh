@@ -54,16 +54,22 @@ stop_orphans() {
   [ "${#pids[@]}" -gt 0 ] || return 0
   say "stopping ${#pids[@]} processes a killed supervisor left running (pids ${pids[*]})"
   kill -TERM "${pids[@]}" 2>/dev/null || true
-  for _ in $(seq 30); do
+  # Not for long: their output went to the dead supervisor, and a worker's warm
+  # shutdown, writing to that broken pipe, did not end within 30 s when tried.
+  for _ in $(seq 10); do
     any_alive "${pids[@]}" || break
     sleep 1
   done
   kill -KILL "${pids[@]}" 2>/dev/null || true
 }
 
+# Whether any of the pids still runs (a zombie, waiting for init to reap it, does not).
 any_alive() {
-  local pid
-  for pid in "$@"; do kill -0 "$pid" 2>/dev/null && return 0; done
+  local pid state
+  for pid in "$@"; do
+    state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
+    [ -n "$state" ] && [ "$state" != Z ] && return 0
+  done
   return 1
 }
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# NUL and the surrogate block: no text column, jsonb value or UTF-8 string holds them.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
 
 
 def clean_text(text: str) -> str:
-    return _UNSTORABLE.sub(REPLACEMENT, text)
+    return UNSTORABLE.sub(REPLACEMENT, text)
 
 
 def clean(value: Any) -> Any:
@@ -33,11 +34,11 @@ def unstorable_path(value: Any, path: str = "") -> str | None:
     while stack:
         current, where = stack.pop()
         if isinstance(current, str):
-            if _UNSTORABLE.search(current):
+            if UNSTORABLE.search(current):
                 return where
         elif isinstance(current, dict):
             for key, item in current.items():
-                if _UNSTORABLE.search(str(key)):
+                if UNSTORABLE.search(str(key)):
                     return f"{where}.{key!r}"
                 stack.append((item, f"{where}[{key!r}]"))
         elif isinstance(current, list):

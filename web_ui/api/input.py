@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -27,9 +26,9 @@ from django.urls import Resolver404, resolve
 from django.utils.datastructures import MultiValueDict
 from ninja.parser import Parser
 
+from control_unit.storable import UNSTORABLE
+
 API_PREFIX = "/api/"
-# NUL and the surrogate block: no text column, jsonb value or UTF-8 string holds them.
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _VETTED = "_flowkit_vetted_body"
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 

@@ -136,7 +136,7 @@ class DedicatedNpus:
         self._start_lock = threading.Lock()
         self._npus: dict[NodeKey, NpuConnection] = {}
         self._retiring: list[NpuConnection] = []
-        # NPUs whose opening the book did not take (the database was away).
+        # NPUs whose opening the book has not taken: not yet, or the database was away.
         self._unbooked: dict[NodeKey, tuple[NpuConnection, bool]] = {}
         self._removers = ThreadPoolExecutor(1, thread_name_prefix="npu-dedicated-removal")
         self._stopped = threading.Event()
@@ -199,6 +199,9 @@ class DedicatedNpus:
             connection = self._connect(ready)
             with self._lock:
                 self._npus[key] = connection
+                # Not in the book until _open_in_book has written it: tidy() must not
+                # take its absence there for a deleted pipeline meanwhile.
+                self._unbooked[key] = (connection, adopted)
                 evicted = self._least_recently_used_beyond_bound(keep=key)
             if adopted:
                 self.adopted += 1
@@ -261,8 +264,9 @@ class DedicatedNpus:
             kept = self._book.kept([npu.id for npu in held.values()])
         for key, connection in held.items():
             idle = _idle(connection) and now - connection.last_used > self.bounds.idle_s
-            # (An NPU the book never heard of was not deleted from it.)
-            deleted = kept is not None and connection.id not in kept and key not in self._unbooked
+            # An NPU the book had not heard of before it was asked (``unbooked``, read
+            # first) was not deleted from it.
+            deleted = kept is not None and connection.id not in kept and key not in unbooked
             if idle or deleted or not connection.alive:
                 self._forget(key, connection, graceful=not deleted and connection.alive)
 

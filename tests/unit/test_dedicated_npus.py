@@ -217,6 +217,26 @@ def test_an_npu_the_book_missed_is_kept_and_booked_once_the_database_is_back(har
     assert harness.removed == []
 
 
+def test_a_new_npu_is_not_taken_for_a_deleted_one_while_its_opening_is_being_booked(harness):
+    # The registry's thread tidies at any moment: here, after the new NPU is held and
+    # before the book has written it. Once taken for an NPU whose pipeline was deleted,
+    # it was closed under the execution about to start in it ("the NPU was closed").
+    opened = harness.book.opened
+
+    def tidy_then_open(key, connection, adopted):
+        harness.book.opened = opened
+        harness.registry.tidy()
+        opened(key, connection, adopted)
+
+    harness.book.opened = tidy_then_open
+    lease = harness.lease()
+
+    assert harness.removed == []
+    assert lease.connection.alive
+    harness.registry.tidy()
+    assert harness.removed == []
+
+
 def test_an_npu_whose_pipeline_was_deleted_is_let_go(harness):
     lease = harness.lease()
     harness.book.deleted.add(lease.connection.id)

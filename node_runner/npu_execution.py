@@ -104,8 +104,9 @@ def execute_in_npu(
     lease = (npus or SingleUseNpus()).lease(limits, labels)
     healthy = False
     try:
-        frames = _Frames(limits, masker or Masker(()), observer or _Unobserved())
-        outcome, healthy = _drive(lease.connection, job, limits, frames, control)
+        outcome, healthy = _drive(
+            lease.connection, job, limits, observer or _Unobserved(), masker or Masker(()), control
+        )
         return outcome
     finally:
         lease.release(healthy=healthy)
@@ -297,27 +298,18 @@ def _since(value: Any, base: Any) -> int | None:
     return value - base if type(base) is int else value
 
 
-@dataclass(frozen=True)
-class _Frames:
-    """How an execution's frames are read: under which limits, masked with what, seen by whom."""
-
-    limits: NodeLimits
-    masker: Masker
-    observer: NpuObserver
-
-
 def _drive(
     connection: Connection,
     job: NpuJob,
     limits: NodeLimits,
-    frames: _Frames,
+    observer: NpuObserver,
+    masker: Masker,
     control: RunControl | None,
 ) -> tuple[NpuOutcome, bool]:
     """Run one execution in ``connection``'s NPU; its outcome, and whether the NPU may
     serve another execution."""
     outcome = NpuOutcome(container_id=connection.id)
-    observer = frames.observer
-    reader = ExecutionFrames(limits, frames.masker, observer, outcome)
+    reader = ExecutionFrames(limits, masker, observer, outcome)
     started = time.monotonic()
     clock = _Clock(limits.timeout_s)
     memory_limit = limits.memory_mb * MIB

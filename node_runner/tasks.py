@@ -96,8 +96,12 @@ def execute_node(
             result = {"error": {"error_type": type(exc).__name__, "message": str(exc)}}
         except Exception as exc:  # noqa: BLE001 - runner_failure logs it, without its text
             result = runner_failure(exc, "run the node", f"node {node_id} of {run_ref}")
-    # Masked once more as a whole: the outputs, and what did not come through the frames.
+    # Log lines were masked as they were read (node_runner.npu_frames); the rest is masked
+    # here: the outputs, and errors that did not come through the frames.
+    logs = result.pop("logs", None)
     masked: dict[str, Any] = masker.mask(result)
+    if logs is not None:
+        masked["logs"] = logs
     return masked
 
 
@@ -121,21 +125,25 @@ def run_node_test(test_run_id: str) -> None:
         )
     except Exception as exc:  # noqa: BLE001 - runner_failure logs it, without its text
         result = runner_failure(exc, "run the node test", f"node test run {test_run_id}")
-    where = f"node test run {test_run_id}"
     try:
-        try:
-            with_database_retry(lambda: do_finish_node_test_run(test_run_id, result=result), what=where)
-        except InvalidTransition:
-            raise
-        except Exception as exc:  # noqa: BLE001 - runner_failure logs it, without its text
-            # The outcome itself cannot be stored: the test still ends, failed, rather
-            # than stay running.
-            result = runner_failure(exc, "store the node test's outcome", where)
-            with_database_retry(lambda: do_finish_node_test_run(test_run_id, result=result), what=where)
+        _finish_node_test(test_run_id, result)
     except InvalidTransition as exc:
         log.info("node test run %s ended after it was cancelled: %s", test_run_id, exc)
         return
     log.info("node test run %s finished: %s", test_run_id, "failed" if result.get("error") else "succeeded")
+
+
+def _finish_node_test(test_run_id: str, result: dict[str, Any]) -> None:
+    """Store the node test's outcome; one that cannot be stored ends the test failed,
+    rather than leave it running. InvalidTransition: it was cancelled meanwhile."""
+    where = f"node test run {test_run_id}"
+    try:
+        with_database_retry(lambda: do_finish_node_test_run(test_run_id, result=result), what=where)
+    except InvalidTransition:
+        raise
+    except Exception as exc:  # noqa: BLE001 - runner_failure logs it, without its text
+        failure = runner_failure(exc, "store the node test's outcome", where)
+        with_database_retry(lambda: do_finish_node_test_run(test_run_id, result=failure), what=where)
 
 
 def node_test_control(test_run_id: str) -> Callable[[], str]:
